@@ -1,0 +1,1 @@
+"""Canonical tickets, export mappings, text normalisation and tokenisation."""
