@@ -1,0 +1,281 @@
+"""Mapping files: which export columns and raw values give each canonical field and label.
+
+A mapping is a TOML or YAML file with these tables:
+
+``fields``
+    canonical field -> export column (a list of columns is joined by line breaks).
+``extra``
+    feature name -> export column, for an organisation's own metadata.
+``stages``
+    ``intake``: the fields known at registration; only they reach intake models.
+    ``closure``: the fields added when a ticket closes.
+``targets``
+    one table per prediction target: ``kind`` (multiclass, binary, regression),
+    ``column``, ``field`` (the canonical column that holds the label), ``stage``,
+    optional ``values`` (raw value -> label), ``empty`` (label for empty cells),
+    ``min_count`` and ``rare_label`` (merge rare multiclass labels).
+"""
+
+from __future__ import annotations
+
+import tomllib
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .schema import CANONICAL_FIELDS, INTAKE_FIELDS
+
+MAPPINGS_DIR = Path(__file__).with_name("mappings")
+DEFAULT_MAPPING = MAPPINGS_DIR / "canonical.toml"
+TARGET_KINDS = ("multiclass", "binary", "regression")
+STAGES = ("intake", "closure")
+
+
+class MappingError(ValueError):
+    """A mapping file is invalid or does not fit the export it is applied to."""
+
+
+def fold(value: str) -> str:
+    """Normalise a label or metadata value: NFKC, trimmed, case-folded."""
+    return unicodedata.normalize("NFKC", value).strip().casefold()
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One prediction target declared by a mapping."""
+
+    name: str
+    kind: str
+    column: str
+    field: str
+    stage: str = "closure"
+    values: dict[str, Any] | None = None
+    empty: Any = None
+    min_count: int = 1
+    rare_label: str = "other"
+    limit_hours: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "column": self.column,
+            "field": self.field,
+            "stage": self.stage,
+            "min_count": self.min_count,
+            "rare_label": self.rare_label,
+            "limit_hours": self.limit_hours,
+        }
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A parsed mapping file."""
+
+    name: str
+    fields: dict[str, list[str]]
+    extra: dict[str, str]
+    intake: tuple[str, ...]
+    closure: tuple[str, ...]
+    targets: dict[str, TargetSpec]
+    null_values: frozenset[str] = frozenset({""})
+    source: str = "<memory>"
+    description: str = ""
+
+    @property
+    def extra_features(self) -> list[str]:
+        """Extra metadata fields known at intake, in mapping order."""
+        return [name for name in self.extra if name in self.intake]
+
+    def columns_used(self) -> list[str]:
+        cols = [c for columns in self.fields.values() for c in columns]
+        cols += list(self.extra.values())
+        cols += [t.column for t in self.targets.values()]
+        return list(dict.fromkeys(cols))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "fields": self.fields,
+            "extra": self.extra,
+            "intake": list(self.intake),
+            "closure": list(self.closure),
+            "targets": {k: v.to_dict() for k, v in self.targets.items()},
+        }
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+        if not isinstance(data, dict):
+            raise MappingError(f"mapping {path} must contain a table at the top level")
+        return data
+    raise MappingError(
+        f"mapping {path} has suffix {suffix!r}; expected .toml, .yaml or .yml"
+    )
+
+
+def load_mapping(path: str | Path | None = None) -> Mapping:
+    """Read and validate a mapping file; the canonical identity mapping by default."""
+    path = Path(path) if path is not None else DEFAULT_MAPPING
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.name for p in MAPPINGS_DIR.glob("*.toml")))
+        raise MappingError(
+            f"mapping file {path} not found; shipped mappings in {MAPPINGS_DIR}: {shipped}"
+        )
+    try:
+        data = _read_file(path)
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        if isinstance(exc, MappingError):
+            raise
+        raise MappingError(f"mapping {path} cannot be parsed: {exc}") from exc
+    return parse_mapping(data, source=str(path))
+
+
+def _column_list(name: str, value: Any, source: str) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v for v in value if v]
+    raise MappingError(
+        f"mapping {source}: field {name!r} must name a column or a list of columns, "
+        f"got {value!r}"
+    )
+
+
+def _parse_target(name: str, spec: Any, source: str) -> TargetSpec:
+    if not isinstance(spec, dict):
+        raise MappingError(f"mapping {source}: target {name!r} must be a table")
+    kind = spec.get("kind")
+    if kind not in TARGET_KINDS:
+        raise MappingError(
+            f"mapping {source}: target {name!r} has kind {kind!r}; "
+            f"expected one of {', '.join(TARGET_KINDS)}"
+        )
+    column = spec.get("column")
+    if not isinstance(column, str) or not column:
+        raise MappingError(f"mapping {source}: target {name!r} needs a source `column`")
+    stage = spec.get("stage", "closure")
+    if stage not in STAGES:
+        raise MappingError(
+            f"mapping {source}: target {name!r} has stage {stage!r}; "
+            f"expected one of {', '.join(STAGES)}"
+        )
+    values = spec.get("values")
+    if values is not None:
+        if not isinstance(values, dict):
+            raise MappingError(f"mapping {source}: target {name!r} `values` must be a table")
+        values = {fold(str(k)): v for k, v in values.items()}
+        if kind == "binary" and not all(isinstance(v, bool) for v in values.values()):
+            raise MappingError(
+                f"mapping {source}: binary target {name!r} must map values to true or false"
+            )
+    elif kind == "binary":
+        raise MappingError(
+            f"mapping {source}: binary target {name!r} needs `values` mapping raw values "
+            "to true or false"
+        )
+    min_count = int(spec.get("min_count", 1))
+    if min_count < 1:
+        raise MappingError(f"mapping {source}: target {name!r} min_count must be >= 1")
+    limit = spec.get("limit_hours")
+    return TargetSpec(
+        name=name,
+        kind=kind,
+        column=column,
+        field=spec.get("field", name),
+        stage=stage,
+        values=values,
+        empty=spec.get("empty"),
+        min_count=min_count,
+        rare_label=str(spec.get("rare_label", "other")),
+        limit_hours=float(limit) if limit is not None else None,
+    )
+
+
+def parse_mapping(data: dict[str, Any], source: str = "<memory>") -> Mapping:
+    """Validate the contents of a mapping file."""
+    raw_fields = data.get("fields")
+    if not isinstance(raw_fields, dict):
+        raise MappingError(f"mapping {source} has no [fields] table")
+    unknown = sorted(set(raw_fields) - set(CANONICAL_FIELDS))
+    if unknown:
+        raise MappingError(
+            f"mapping {source}: unknown fields {unknown}; canonical fields are "
+            f"{', '.join(CANONICAL_FIELDS)}"
+        )
+    fields = {name: _column_list(name, col, source) for name, col in raw_fields.items()}
+    for required in ("ticket_id", "created_at"):
+        if not fields.get(required):
+            raise MappingError(f"mapping {source}: field {required!r} must name a column")
+    if not (fields.get("description") or fields.get("title")):
+        raise MappingError(
+            f"mapping {source}: field 'description' or 'title' must name a column"
+        )
+
+    extra = data.get("extra", {}) or {}
+    if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
+        raise MappingError(f"mapping {source}: [extra] must map feature names to columns")
+    clash = sorted(set(extra) & set(CANONICAL_FIELDS))
+    if clash:
+        raise MappingError(
+            f"mapping {source}: extra features {clash} reuse canonical field names; "
+            "rename them"
+        )
+
+    stages = data.get("stages", {}) or {}
+    intake = tuple(stages.get("intake", INTAKE_FIELDS))
+    closure = tuple(stages.get("closure", ("closure_notes",)))
+    known = set(CANONICAL_FIELDS) | set(extra)
+    stray = sorted(set(intake + closure) - known)
+    if stray:
+        raise MappingError(
+            f"mapping {source}: stages name unknown fields {stray}; known fields: "
+            f"{', '.join(sorted(known))}"
+        )
+    leaked = sorted(set(intake) & {"closure_notes", "closed_at", "handling_hours"})
+    if leaked:
+        raise MappingError(
+            f"mapping {source}: closure fields {leaked} cannot be known at intake"
+        )
+
+    raw_targets = data.get("targets", {}) or {}
+    if not isinstance(raw_targets, dict) or not raw_targets:
+        raise MappingError(f"mapping {source} declares no [targets]")
+    targets = {name: _parse_target(name, spec, source) for name, spec in raw_targets.items()}
+    label_fields = [t.field for t in targets.values()]
+    if len(set(label_fields)) != len(label_fields):
+        raise MappingError(f"mapping {source}: two targets write the same field")
+
+    nulls = data.get("null_values", [""])
+    return Mapping(
+        name=str(data.get("name", Path(source).stem)),
+        description=str(data.get("description", "")),
+        fields=fields,
+        extra=dict(extra),
+        intake=intake,
+        closure=closure,
+        targets=targets,
+        null_values=frozenset(str(v).strip() for v in nulls) | {""},
+        source=source,
+    )
+
+
+__all__ = [
+    "DEFAULT_MAPPING",
+    "MAPPINGS_DIR",
+    "Mapping",
+    "MappingError",
+    "TargetSpec",
+    "fold",
+    "load_mapping",
+    "parse_mapping",
+]

@@ -1,0 +1,123 @@
+"""Text normalisation and jieba tokenisation, shared by training and serving.
+
+Training and serving call the same :func:`tokenize`, so a ticket yields the same
+tokens in both. Placeholders replace values that vary between otherwise equal
+tickets (dates, times, addresses, numbers), so the models learn words, not ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+from pathlib import Path
+
+DOMAIN_DICTIONARY = Path(__file__).parent / "dict" / "it_ops.txt"
+
+# Every token string fed to the vectoriser starts with this token, so that a
+# ticket without words still gives ONNX's tokenizer one token to work on.
+DOC_TOKEN = "<doc>"
+
+# Order matters: longer, more specific patterns are replaced first.
+_MASKS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (placeholder, re.compile(pattern))
+    for placeholder, pattern in (
+        ("<url>", r"(?:https?|ftp)://[^\s，。；]+|www\.[a-z0-9.-]+\.[a-z]{2,}[^\s，。；]*"),
+        ("<email>", r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+"),
+        ("<ip>", r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?![\d.])"),
+        (
+            "<date>",
+            r"\d{4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}\s*[日号]?"
+            r"|\d{4}\s*年\s*\d{1,2}\s*月"
+            r"|\d{1,2}\s*月\s*\d{1,2}\s*[日号]",
+        ),
+        (
+            "<time>",
+            r"(?<!\d)\d{1,2}\s*[:：]\s*\d{2}(?:\s*[:：]\s*\d{2}(?:\.\d+)?)?(?!\d)"
+            r"|\d{1,2}\s*[时点]\s*\d{1,2}\s*分(?:\s*\d{1,2}\s*秒)?",
+        ),
+        ("<phone>", r"(?<!\d)(?:1[3-9]\d{9}|0\d{2,3}-?\d{7,8})(?!\d)"),
+        ("<id>", r"(?<![a-z0-9])[a-z]{1,8}[-_]?\d[\d-]{5,}(?![a-z0-9])|(?<!\d)\d{8,}(?!\d)"),
+        ("<num>", r"(?<![a-z\d.])\d{3,}(?:\.\d+)?(?![a-z\d])"),
+    )
+)
+PLACEHOLDERS = tuple(p for p, _ in _MASKS)
+_SPLIT = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS) + ")")
+_WHITESPACE = re.compile(r"\s+")
+
+_lock = threading.Lock()
+_tokenizer = None
+
+
+def normalize_text(text: str | None) -> str:
+    """NFKC-normalise, case-fold and mask variable values with placeholder tokens.
+
+    Full-width digits and letters become ASCII first, so that jieba sees ``１２``
+    as one number and the masks apply to it.
+    """
+    if not text:
+        return ""
+    text = unicodedata.normalize("NFKC", str(text)).casefold()
+    text = _WHITESPACE.sub(" ", text).strip()
+    for placeholder, pattern in _MASKS:
+        text = pattern.sub(f" {placeholder} ", text)
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def get_tokenizer():
+    """Return the process-wide jieba tokenizer with the domain dictionary loaded.
+
+    The dictionary loads once per process; call this before forking workers so
+    that they inherit the loaded dictionary.
+    """
+    global _tokenizer
+    if _tokenizer is None:
+        with _lock:
+            if _tokenizer is None:
+                import jieba
+
+                jieba.setLogLevel(logging.WARNING)
+                tokenizer = jieba.Tokenizer()
+                tokenizer.initialize()
+                tokenizer.load_userdict(str(DOMAIN_DICTIONARY))
+                _tokenizer = tokenizer
+    return _tokenizer
+
+
+def _is_word(token: str) -> bool:
+    return any(unicodedata.category(ch)[0] in "LN" for ch in token)
+
+
+def tokenize(text: str | None) -> list[str]:
+    """Normalise a text and cut it into jieba tokens; punctuation is dropped."""
+    normalized = normalize_text(text)
+    if not normalized:
+        return []
+    tokenizer = get_tokenizer()
+    tokens: list[str] = []
+    for part in _SPLIT.split(normalized):
+        if part in PLACEHOLDERS:
+            tokens.append(part)
+            continue
+        for token in tokenizer.cut(part, HMM=True):
+            token = token.strip()
+            if token and _is_word(token):
+                tokens.append(token)
+    return tokens
+
+
+def token_string(text: str | None) -> str:
+    """Return the space-separated token string the vectorisers read."""
+    return " ".join([DOC_TOKEN, *tokenize(text)])
+
+
+__all__ = [
+    "DOC_TOKEN",
+    "DOMAIN_DICTIONARY",
+    "PLACEHOLDERS",
+    "get_tokenizer",
+    "normalize_text",
+    "token_string",
+    "tokenize",
+]
