@@ -9,7 +9,7 @@ tickets arriving one by one or in batches at serving time.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping as MappingType
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 

@@ -48,6 +48,7 @@ _WHITESPACE = re.compile(r"\s+")
 
 _lock = threading.Lock()
 _tokenizer = None
+_dictionary = DOMAIN_DICTIONARY
 
 
 def normalize_text(text: str | None) -> str:
@@ -80,9 +81,24 @@ def get_tokenizer():
                 jieba.setLogLevel(logging.WARNING)
                 tokenizer = jieba.Tokenizer()
                 tokenizer.initialize()
-                tokenizer.load_userdict(str(DOMAIN_DICTIONARY))
+                tokenizer.load_userdict(str(_dictionary))
                 _tokenizer = tokenizer
     return _tokenizer
+
+
+def use_dictionary(path: str | Path) -> None:
+    """Make jieba use the domain dictionary at ``path`` (a bundle's copy).
+
+    The tokenizer is rebuilt only when the file's content differs from the one
+    loaded, so a bundle made with the shipped dictionary costs nothing.
+    """
+    global _tokenizer, _dictionary
+    path = Path(path)
+    with _lock:
+        if path.read_bytes() == Path(_dictionary).read_bytes():
+            return
+        _dictionary = path
+        _tokenizer = None
 
 
 def _is_word(token: str) -> bool:
@@ -120,4 +136,5 @@ __all__ = [
     "normalize_text",
     "token_string",
     "tokenize",
+    "use_dictionary",
 ]

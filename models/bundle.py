@@ -1,0 +1,133 @@
+"""The model bundle: ONNX graphs, jieba dictionary, taxonomy and a manifest.
+
+A bundle is a folder::
+
+    manifest.json        targets, labels, feature fields, metrics, file hashes
+    targets/<name>.onnx  one graph per target
+    it_ops.txt           the jieba domain dictionary used in training
+    taxonomy.toml        categories, causes and measures
+
+Reading a bundle verifies every file against the SHA-256 in the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, incomplete or does not match its manifest."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class TargetEntry:
+    """One target of a bundle as recorded in its manifest."""
+
+    name: str
+    kind: str
+    field: str
+    file: str
+    labels: list[Any] = field(default_factory=list)
+    transform: str | None = None
+    temperature: float = 1.0
+    threshold: float | None = None
+    class_thresholds: dict[str, float] = field(default_factory=dict)
+    limit_hours: float | None = None
+    mode: str = "intake"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TargetEntry":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Hash every file in ``folder`` into the manifest and write it."""
+    files = {
+        str(p.relative_to(folder)): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    manifest = {**manifest, "format_version": FORMAT_VERSION, "files": files}
+    (folder / MANIFEST).write_text(
+        json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8"
+    )
+    return manifest
+
+
+def find_bundle(path: str | Path) -> Path:
+    """Return the bundle folder at ``path`` or inside it (an MLflow model download)."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    found = sorted(path.rglob(MANIFEST)) if path.is_dir() else []
+    if not found:
+        raise BundleError(f"no {MANIFEST} found in {path}; expected a model bundle folder")
+    return found[0].parent
+
+
+def read_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:
+    """Read a bundle's manifest; with ``verify`` check every file's hash."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"bundle {folder} has no {MANIFEST}") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"bundle manifest {path} is not valid JSON: {exc}") from exc
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"bundle {folder} has format version {version!r}; this release reads "
+            f"version {FORMAT_VERSION}"
+        )
+    if verify:
+        for name, expected in manifest.get("files", {}).items():
+            file = folder / name
+            if not file.is_file():
+                raise BundleError(f"bundle {folder} is missing {name}, listed in its manifest")
+            actual = sha256_file(file)
+            if actual != expected:
+                raise BundleError(
+                    f"bundle file {name} has SHA-256 {actual[:12]}..., manifest says "
+                    f"{expected[:12]}...; the bundle was changed after export"
+                )
+    return manifest
+
+
+def copy_bundle(source: Path, destination: Path) -> Path:
+    shutil.copytree(source, destination, dirs_exist_ok=True)
+    return destination
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "BundleError",
+    "TargetEntry",
+    "copy_bundle",
+    "find_bundle",
+    "read_manifest",
+    "sha256_file",
+    "write_manifest",
+]

@@ -1,0 +1,206 @@
+"""Score tickets with a bundle on onnxruntime.
+
+This module is the serving path: it imports neither scikit-learn nor LightGBM.
+Python does text normalisation and jieba tokenisation; the vectorisers,
+encoders and trees run inside the ONNX graphs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping as MappingType, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features.inputs import FeatureSpec, ticket_feeds
+from features.taxonomy import Taxonomy, load_taxonomy
+from features.text import use_dictionary
+
+from .bundle import TargetEntry, find_bundle, read_manifest
+
+logger = logging.getLogger(__name__)
+
+CORE_TARGETS = ("category", "root_cause", "escalation")
+TOP_K = 3
+
+
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Rescale class probabilities by a temperature (1.0 leaves them unchanged)."""
+    if temperature == 1.0:
+        return probabilities
+    logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    scaled = np.exp(logits)
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+class Scorer:
+    """A loaded bundle: one onnxruntime session per target."""
+
+    def __init__(self, folder: str | Path, threads: int = 1, verify: bool = True):
+        import onnxruntime as ort
+
+        self.folder = find_bundle(folder)
+        self.manifest = read_manifest(self.folder, verify=verify)
+        self.spec = FeatureSpec.from_dict(self.manifest["feature_spec"])
+        self.closure_spec = (
+            FeatureSpec.from_dict(self.manifest["closure_feature_spec"])
+            if self.manifest.get("closure_feature_spec")
+            else None
+        )
+        self.targets = [TargetEntry.from_dict(t) for t in self.manifest["targets"]]
+        dictionary = self.folder / self.manifest.get("dictionary", "it_ops.txt")
+        if dictionary.is_file():
+            use_dictionary(dictionary)
+        taxonomy_file = self.folder / "taxonomy.toml"
+        self.taxonomy: Taxonomy = (
+            load_taxonomy(taxonomy_file) if taxonomy_file.is_file() else load_taxonomy()
+        )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.sessions = {
+            t.name: ort.InferenceSession(
+                str(self.folder / t.file), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+            for t in self.targets
+        }
+        self.entries = {t.name: t for t in self.targets}
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", "")
+
+    def target(self, name: str) -> TargetEntry | None:
+        return self.entries.get(name)
+
+    def _spec_for(self, entry: TargetEntry) -> FeatureSpec:
+        if entry.mode == "closure" and self.closure_spec is not None:
+            return self.closure_spec
+        return self.spec
+
+    def predict(self, tickets: Sequence[MappingType[str, Any]]) -> dict[str, np.ndarray]:
+        """Return per target the calibrated probabilities, or predicted values."""
+        if not tickets:
+            return {t.name: np.zeros((0, max(1, len(t.labels)))) for t in self.targets}
+        feeds_by_mode: dict[str, dict[str, np.ndarray]] = {}
+        results: dict[str, np.ndarray] = {}
+        for entry in self.targets:
+            spec = self._spec_for(entry)
+            if spec.mode not in feeds_by_mode:
+                feeds_by_mode[spec.mode] = ticket_feeds(tickets, spec)
+            results[entry.name] = self._run(entry, feeds_by_mode[spec.mode])
+        return results
+
+    def predict_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run every intake target on prepared feeds (used for batch rescoring)."""
+        return {
+            t.name: self._run(t, feeds) for t in self.targets if t.mode == "intake"
+        }
+
+    def _run(self, entry: TargetEntry, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        session = self.sessions[entry.name]
+        names = [i.name for i in session.get_inputs()]
+        outputs = session.run(None, {n: feeds[n] for n in names})
+        if entry.kind == "regression":
+            raw = outputs[0].reshape(-1).astype(np.float64)
+            return np.expm1(raw) if entry.transform == "log1p" else raw
+        probabilities = outputs[1].astype(np.float64)
+        return apply_temperature(probabilities, entry.temperature)
+
+    def score(self, tickets: Sequence[MappingType[str, Any]]) -> list[dict[str, Any]]:
+        """Score tickets and build one answer per ticket, in input order."""
+        predictions = self.predict(tickets)
+        return [self._answer(predictions, i) for i in range(len(tickets))]
+
+    # Answers -----------------------------------------------------------------
+
+    def _category_name(self, code: str) -> str:
+        category = self.taxonomy.category(code)
+        return category.name if category else code
+
+    def _cause_name(self, code: str) -> str:
+        cause = self.taxonomy.cause(code)
+        return cause.name if cause else code
+
+    def _ranked(self, entry: TargetEntry, row: np.ndarray) -> list[tuple[str, float]]:
+        order = np.argsort(-row, kind="stable")
+        return [(str(entry.labels[j]), float(row[j])) for j in order]
+
+    def _answer(self, predictions: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+        answer: dict[str, Any] = {"targets": {}}
+        category_code = None
+        for entry in self.targets:
+            values = predictions[entry.name][i]
+            if entry.kind == "regression":
+                answer["targets"][entry.name] = self._regression_answer(entry, float(values))
+                continue
+            if entry.kind == "binary":
+                probability = float(values[list(entry.labels).index(True)]) if True in entry.labels else float(values[-1])
+                threshold = entry.threshold if entry.threshold is not None else 0.5
+                answer["targets"][entry.name] = {
+                    "probability": probability,
+                    "threshold": threshold,
+                    "flag": probability >= threshold,
+                }
+                continue
+            ranked = self._ranked(entry, values)
+            answer["targets"][entry.name] = {
+                "top": [{"code": c, "probability": p} for c, p in ranked[:TOP_K]],
+                "needs_review": self._needs_review(entry, ranked[0]),
+            }
+            if entry.name == "category":
+                category_code = ranked[0][0]
+                answer["category"] = {
+                    "code": category_code,
+                    "name": self._category_name(category_code),
+                    "probability": ranked[0][1],
+                }
+                answer["alternatives"] = [
+                    {"code": c, "name": self._category_name(c), "probability": p}
+                    for c, p in ranked[1:]
+                ]
+                answer["probabilities"] = {c: p for c, p in ranked}
+                answer["needs_review"] = answer["targets"]["category"]["needs_review"]
+        if "root_cause" in self.entries:
+            ranked = answer["targets"]["root_cause"]["top"]
+            answer["root_causes"] = [
+                {
+                    "code": item["code"],
+                    "name": self._cause_name(item["code"]),
+                    "probability": item["probability"],
+                    "measures": self.taxonomy.measures_for(item["code"], category_code),
+                }
+                for item in ranked
+            ]
+        if "escalation" in self.entries:
+            answer["escalation"] = answer["targets"]["escalation"]
+        answer.setdefault("needs_review", False)
+        return answer
+
+    def _needs_review(self, entry: TargetEntry, top: tuple[str, float]) -> bool:
+        code, probability = top
+        threshold = entry.class_thresholds.get(code, entry.threshold)
+        return threshold is not None and probability < threshold
+
+    def _regression_answer(self, entry: TargetEntry, value: float) -> dict[str, Any]:
+        result: dict[str, Any] = {"value": max(0.0, value)}
+        if entry.limit_hours is not None:
+            result["limit_hours"] = entry.limit_hours
+        return result
+
+
+def load_scorer(uri: str | Path, threads: int = 1) -> Scorer:
+    """Load a bundle from a folder, or from the registry (``models:/<name>@<alias>``)."""
+    text = str(uri)
+    if text.startswith(("models:/", "runs:/")):
+        from .registry_io import download_bundle
+
+        return Scorer(download_bundle(text), threads=threads)
+    return Scorer(text, threads=threads)
+
+
+__all__ = ["CORE_TARGETS", "Scorer", "apply_temperature", "load_scorer"]

@@ -1,0 +1,144 @@
+"""The ``triage`` command line: one subcommand per job."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+logger = logging.getLogger("triage")
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "numexpr"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log detail at DEBUG level.")
+def main(verbose: bool) -> None:
+    """Ticket triage: train, evaluate, serve and report on work-order models."""
+    configure_logging(verbose)
+
+
+@main.command("demo-data")
+@click.option("--rows", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Number of synthetic tickets to write.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output file; .csv or .parquet.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed; the same seed writes the same file.")
+def demo_data(rows: int, out: Path, seed: int) -> None:
+    """Write synthetic tickets in the canonical schema."""
+    from .demo_data import write_demo_data
+
+    path = write_demo_data(rows, out, seed=seed)
+    click.echo(f"wrote {rows} tickets to {path}")
+
+
+@main.command("demo")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"),
+              show_default=True, help="Folder for the demo data and answers.")
+@click.option("--rows", type=click.IntRange(min=200), default=3000, show_default=True,
+              help="Number of synthetic tickets to train on.")
+def demo_command(out_dir: Path, rows: int) -> None:
+    """Run the product end to end on synthetic tickets and print three scored tickets."""
+    from .demo import run_demo
+
+    run_demo(out_dir, rows=rows)
+
+
+DATA = click.option(
+    "--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+    help="Export to read: .csv, .xlsx or .parquet.",
+)
+MAPPING = click.option(
+    "--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="Mapping file (TOML or YAML) from export columns to canonical fields; "
+    "omit for files already in the canonical schema.",
+)
+STRICT = click.option("--strict", is_flag=True, help="Stop at the first unusable row.")
+
+
+@main.command("train")
+@DATA
+@MAPPING
+@STRICT
+@click.option("--model-name", default="ticket-triage", show_default=True,
+              help="Registered model name in MLflow.")
+@click.option("--eval-fraction", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
+              help="Share of the newest tickets held out for evaluation.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Threads for LightGBM.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")
+@click.option("--no-register", is_flag=True, help="Log the run but register no model version.")
+def train_command(data, mapping, strict, model_name, eval_fraction, seed, jobs, tracking_uri, no_register):
+    """Train every target of the mapping, check ONNX parity and register the bundle."""
+    from features.loading import RowError
+    from features.mapping import MappingError
+
+    from .train import train
+
+    try:
+        result = train(
+            data, mapping, model_name=model_name, eval_fraction=eval_fraction, seed=seed,
+            strict=strict, n_jobs=jobs, tracking_uri=tracking_uri, register=not no_register,
+        )
+    except (MappingError, RowError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    load = result.load
+    click.echo(
+        f"rows: {load.rows_read} read, {load.rows_used} used, {len(load.rejected)} rejected"
+    )
+    for reason, count in sorted(load.rejected_reasons().items()):
+        click.echo(f"  rejected ({reason}): {count}")
+    for name, values in result.metrics.items():
+        if "macro_f1" in values:
+            extra = f", ROC-AUC {values['roc_auc']:.3f}" if "roc_auc" in values else ""
+            click.echo(
+                f"{name}: macro-F1 {values['macro_f1']:.3f}, accuracy {values['accuracy']:.3f} "
+                f"on {values['rows']} evaluation rows{extra}"
+            )
+        else:
+            click.echo(f"{name}: MAE {values['mae']:.3f} (baseline {values['baseline_mae']:.3f})")
+    version = f"version {result.version} ({', '.join(result.aliases)})" if result.version else "not registered"
+    click.echo(f"run {result.run_id}; model {result.model_name} {version}")
+
+
+@main.command("serve")
+@click.option("--model", "model_uri", default=None,
+              help="Registry URI to serve, e.g. models:/ticket-triage@champion "
+              "(default $TRIAGE_MODEL_URI).")
+@click.option("--bundle", "bundle_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Serve a bundle folder instead of a registry alias.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="TCP port to bind.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes; each loads the model once.")
+def serve_command(model_uri, bundle_dir, host, port, workers):
+    """Start the scoring API and intake page."""
+    import os
+
+    import uvicorn
+
+    if model_uri:
+        os.environ["TRIAGE_MODEL_URI"] = model_uri
+    if bundle_dir:
+        os.environ["TRIAGE_BUNDLE_DIR"] = str(Path(bundle_dir).resolve())
+    uvicorn.run(
+        "serving.main:app", host=host, port=port, workers=workers, log_level="info",
+    )
+
+
+if __name__ == "__main__":
+    main()

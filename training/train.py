@@ -1,0 +1,402 @@
+"""``triage train``: load, split, fit, evaluate, export, check parity, register."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from features.inputs import FeatureSpec, feature_frame, ticket_text
+from features.loading import LoadResult, load_tickets
+from features.mapping import Mapping, TargetSpec
+from features.schema import METADATA_FIELDS, TEXT_FIELDS
+from features.taxonomy import DEFAULT_TAXONOMY
+from features.text import DOMAIN_DICTIONARY, get_tokenizer, token_string
+from models.bundle import TargetEntry, write_manifest
+from models.estimators import DEFAULT_PARAMS, TargetModel, fit_target
+from models.export import check_parity, require_parity, to_onnx
+
+from .evaluate import classification_metrics, plot_confusion, regression_metrics
+
+logger = logging.getLogger(__name__)
+
+# Texts that stress normalisation and the ONNX tokenizer; every export is
+# checked on them besides the evaluation rows.
+PROBE_TEXTS = (
+    "核心交换机端口频繁up/down，多个业务系统访问超时",
+    "Oracle数据库ORA-01653错误，表空间满，ERP无法写入",
+    "２０１７年３月１２日１０：３０ 服务器ＣＰＵ使用率１００％",
+    "系统告警😀🔥，用户无法登录",
+    "   \t\n  ",
+    "",
+)
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_name: str
+    version: str | None
+    aliases: list[str]
+    metrics: dict[str, dict[str, Any]]
+    load: LoadResult
+    bundle_dir: Path
+    parity: dict[str, float] = field(default_factory=dict)
+
+
+def intake_spec(mapping: Mapping, mode: str = "intake") -> FeatureSpec:
+    """The features a model of ``mode`` reads: intake fields, plus closure notes in closure mode."""
+    text = [f for f in TEXT_FIELDS if f in mapping.intake]
+    if mode == "closure":
+        text.append("closure_notes")
+    categorical = [f for f in METADATA_FIELDS if f in mapping.intake]
+    categorical += mapping.extra_features
+    return FeatureSpec(
+        text_fields=tuple(text), categorical=tuple(categorical), mode=mode
+    )
+
+
+def time_split(tickets: pd.DataFrame, eval_fraction: float) -> np.ndarray:
+    """Mark the newest ``eval_fraction`` of tickets (by creation time) as evaluation rows."""
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"eval fraction must be between 0 and 1, got {eval_fraction}")
+    order = np.argsort(tickets["created_at"].to_numpy(), kind="stable")
+    n_eval = max(1, int(round(len(tickets) * eval_fraction)))
+    mask = np.zeros(len(tickets), dtype=bool)
+    mask[order[len(tickets) - n_eval :]] = True
+    return mask
+
+
+def _tokenize_chunk(texts: list[str]) -> list[str]:
+    return [token_string(t) for t in texts]
+
+
+def tokenize_texts(texts: list[str], workers: int | None = None, progress: bool = True) -> list[str]:
+    """Token strings for many texts; large inputs are spread over worker processes.
+
+    jieba loads its dictionary once here, before the pool forks, so workers
+    inherit it instead of each loading it again.
+    """
+    get_tokenizer()
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(texts) < 20_000:
+        return [token_string(t) for t in tqdm(texts, desc="tokenise", unit="ticket", disable=not progress, mininterval=1)]
+    import multiprocessing as mp
+
+    size = 5_000
+    chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+    out: list[str] = []
+    with mp.get_context("fork").Pool(workers) as pool:
+        for part in tqdm(pool.imap(_tokenize_chunk, chunks), total=len(chunks), desc="tokenise", unit="chunk", disable=not progress):
+            out.extend(part)
+    return out
+
+
+def target_labels(
+    tickets: pd.DataFrame, target: TargetSpec, train_mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels for one target and the mask of rows that have one.
+
+    Multiclass labels seen fewer than ``min_count`` times in ``train_mask`` rows,
+    and labels that never appear there, are merged into ``rare_label``.
+    """
+    values = tickets[target.field]
+    if target.kind == "regression":
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        labelled = np.isfinite(numbers) & (numbers >= 0)
+        return numbers, labelled
+    labelled = values.notna().to_numpy()
+    labels = values.to_numpy(dtype=object)
+    if target.kind == "binary":
+        return np.array([bool(v) if v is not None else None for v in labels], dtype=object), labelled
+    counts = Counter(labels[labelled & train_mask].tolist())
+    keep = {label for label, n in counts.items() if n >= target.min_count}
+    merged = np.array(
+        [v if (v is None or v in keep) else target.rare_label for v in labels], dtype=object
+    )
+    return merged, labelled
+
+
+def _labelled(tickets: pd.DataFrame, target: TargetSpec) -> np.ndarray:
+    values = tickets[target.field]
+    if target.kind == "regression":
+        numbers = pd.to_numeric(values, errors="coerce")
+        return (numbers.notna() & (numbers >= 0)).to_numpy()
+    return values.notna().to_numpy()
+
+
+def probe_frame(tickets: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    base = tickets.iloc[[0] * len(PROBE_TEXTS)].copy().reset_index(drop=True)
+    for field_name in spec.text_fields:
+        base[field_name] = ""
+    base[spec.text_fields[0] if spec.text_fields else "description"] = list(PROBE_TEXTS)
+    return base
+
+
+def fit_and_check(
+    target: TargetSpec,
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    train: np.ndarray,
+    evaluation: np.ndarray,
+    spec: FeatureSpec,
+    probes: pd.DataFrame,
+    seed: int,
+    n_jobs: int,
+    params: dict | None,
+    ticket_ids: np.ndarray,
+) -> tuple[TargetModel, Any, dict[str, Any], np.ndarray]:
+    """Fit one target, evaluate it, export it and check parity on eval rows and probes."""
+    model = fit_target(
+        target.name, target.kind, frame[train], y[train], spec,
+        seed=seed, n_jobs=n_jobs, params=params,
+    )
+    eval_frame = frame[evaluation]
+    scores = model.predict_scores(eval_frame) if len(eval_frame) else np.zeros((0, 1))
+    if target.kind == "regression":
+        baseline = float(np.median(y[train].astype(float)))
+        metrics = regression_metrics(y[evaluation].astype(float), scores, baseline)
+    else:
+        y_eval = y[evaluation].astype(bool if target.kind == "binary" else str)
+        metrics = classification_metrics(y_eval, scores, model.labels)
+    graph = to_onnx(model, spec)
+    check_rows = pd.concat([eval_frame, probes], ignore_index=True)
+    ids = list(ticket_ids[evaluation]) + [f"probe-{i}" for i in range(len(probes))]
+    report = check_parity(model, graph, check_rows, row_ids=ids)
+    require_parity(report)
+    metrics["parity_max_abs_diff"] = report.max_abs_diff
+    return model, graph, metrics, scores
+
+
+def train(
+    data: str | Path,
+    mapping: Mapping | str | Path | None = None,
+    *,
+    model_name: str = "ticket-triage",
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    strict: bool = False,
+    n_jobs: int = 2,
+    params: dict | None = None,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    register: bool = True,
+    progress: bool = True,
+    load: LoadResult | None = None,
+) -> TrainResult:
+    """Train every target the mapping declares and register the bundle in MLflow."""
+    import mlflow
+
+    from . import registry
+
+    started = time.perf_counter()
+    load = load or load_tickets(data, mapping, strict=strict)
+    tickets = load.tickets
+    if len(tickets) < 10:
+        raise ValueError(
+            f"{data} has {len(tickets)} usable tickets; training needs at least 10"
+        )
+    spec = intake_spec(load.mapping)
+    texts = [ticket_text(r, spec) for r in tickets[list(spec.text_fields)].to_dict("records")]
+    tokens = tokenize_texts(texts, progress=progress)
+    frame = feature_frame(tickets, spec, tokens=tokens)
+    probes = feature_frame(probe_frame(tickets, spec), spec)
+
+    registry.setup_tracking(tracking_uri, experiment or registry.DEFAULT_EXPERIMENT)
+    bundle_dir = Path(tempfile.mkdtemp(prefix="triage-train-")) / "bundle"
+    (bundle_dir / "targets").mkdir(parents=True)
+    plots_dir = bundle_dir.parent / "plots"
+    plots_dir.mkdir()
+    ticket_ids = tickets["ticket_id"].to_numpy(dtype=object)
+
+    metrics: dict[str, dict[str, Any]] = {}
+    entries: list[TargetEntry] = []
+    with mlflow.start_run(run_name=f"train {Path(str(data)).name}") as run:
+        _log_inputs(load, data, seed, eval_fraction, params, spec)
+        targets = list(load.mapping.targets.values())
+        for target in tqdm(targets, desc="fit targets", unit="target", disable=not progress):
+            labelled = _labelled(tickets, target)
+            eval_rows = np.zeros(len(tickets), dtype=bool)
+            eval_rows[np.flatnonzero(labelled)[time_split(tickets[labelled], eval_fraction)]] = True
+            train_rows = labelled & ~eval_rows
+            y, _ = target_labels(tickets, target, train_rows)
+            if target.kind != "regression":
+                known = set(y[train_rows].tolist())
+                eval_rows &= np.array([v in known for v in y], dtype=bool)
+            if train_rows.sum() < 5:
+                logger.warning("target %s: only %d labelled training rows, skipped", target.name, int(train_rows.sum()))
+                continue
+            model, graph, target_metrics, scores = fit_and_check(
+                target, frame, y, train_rows, eval_rows, spec, probes,
+                seed, n_jobs, params, ticket_ids,
+            )
+            target_metrics["train_rows"] = int(train_rows.sum())
+            logger.info(
+                "target %s: %d training and %d evaluation rows",
+                target.name, int(train_rows.sum()), int(eval_rows.sum()),
+            )
+            metrics[target.name] = target_metrics
+            file = f"targets/{target.name}.onnx"
+            (bundle_dir / file).write_bytes(graph.SerializeToString())
+            entries.append(
+                TargetEntry(
+                    name=target.name,
+                    kind=target.kind,
+                    field=target.field,
+                    file=file,
+                    labels=[_json_label(v) for v in model.labels],
+                    transform=model.transform,
+                    threshold=0.5 if target.kind == "binary" else None,
+                    limit_hours=target.limit_hours,
+                )
+            )
+            y_eval = y[eval_rows].astype(bool if target.kind == "binary" else str) if target.kind != "regression" else y[eval_rows]
+            _log_target(target, target_metrics, y_eval, scores, model, plots_dir)
+
+        if not entries:
+            raise ValueError("no target had enough labelled rows to train")
+        manifest = _write_bundle(bundle_dir, load, spec, entries, metrics, model_name, seed)
+        mlflow.log_dict(manifest, "manifest.json")
+        mlflow.log_metric("train_seconds", time.perf_counter() - started)
+        version, aliases = None, []
+        if register:
+            version = registry.log_bundle(bundle_dir, model_name)
+            aliases = registry.assign_new_version(model_name, version)
+            mlflow.set_tag("registered_version", version)
+        run_id = run.info.run_id
+
+    logger.info("training took %.1f s", time.perf_counter() - started)
+    return TrainResult(
+        run_id=run_id,
+        model_name=model_name,
+        version=version,
+        aliases=aliases,
+        metrics=metrics,
+        load=load,
+        bundle_dir=bundle_dir,
+        parity={k: v["parity_max_abs_diff"] for k, v in metrics.items()},
+    )
+
+
+def _json_label(value: Any) -> Any:
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _known_values(tickets: pd.DataFrame, spec: FeatureSpec, limit: int = 200) -> dict[str, list[str]]:
+    """Most frequent raw values of each metadata field, for the intake page's pickers."""
+    values = {}
+    for name in spec.categorical:
+        counts = tickets[name].replace("", np.nan).dropna().value_counts()
+        values[name] = [str(v) for v in counts.index[:limit]]
+    return values
+
+
+def _write_bundle(bundle_dir, load, spec, entries, metrics, model_name, seed) -> dict:
+    import lightgbm
+    import onnxruntime
+    import skl2onnx
+    import sklearn
+
+    shutil.copy(DOMAIN_DICTIONARY, bundle_dir / "it_ops.txt")
+    shutil.copy(DEFAULT_TAXONOMY, bundle_dir / "taxonomy.toml")
+    tickets = load.tickets
+    manifest = {
+        "name": model_name,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "mapping": load.mapping.to_dict(),
+        "feature_spec": spec.to_dict(),
+        "dictionary": "it_ops.txt",
+        "targets": [e.to_dict() for e in entries],
+        "metrics": metrics,
+        "known_values": _known_values(tickets, spec),
+        "data_window": {
+            "start": str(tickets["created_at"].min()),
+            "end": str(tickets["created_at"].max()),
+            "rows": int(len(tickets)),
+        },
+        "seed": seed,
+        "versions": {
+            "scikit-learn": sklearn.__version__,
+            "lightgbm": lightgbm.__version__,
+            "skl2onnx": skl2onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+    }
+    return write_manifest(bundle_dir, manifest)
+
+
+def _log_inputs(load: LoadResult, data, seed, eval_fraction, params, spec) -> None:
+    import mlflow
+
+    mlflow.log_params(
+        {
+            "data": str(data),
+            "mapping": load.mapping.name,
+            "seed": seed,
+            "eval_fraction": eval_fraction,
+            "text_fields": ",".join(spec.text_fields),
+            "categorical_fields": ",".join(spec.categorical),
+            **{f"lgbm.{k}": v for k, v in {**DEFAULT_PARAMS, **(params or {})}.items()},
+        }
+    )
+    mlflow.log_metrics(
+        {
+            "rows_read": load.rows_read,
+            "rows_used": load.rows_used,
+            "rows_rejected": len(load.rejected),
+        }
+    )
+    for reason, count in load.rejected_reasons().items():
+        mlflow.log_metric(f"rows_rejected.{reason.replace(' ', '_')}", count)
+    if load.rejected:
+        rejected = pd.DataFrame([r.__dict__ for r in load.rejected])
+        mlflow.log_text(rejected.to_csv(index=False), "rejected_rows.csv")
+
+
+def _log_target(target, metrics, y_eval, scores, model, plots_dir: Path) -> None:
+    import mlflow
+
+    flat = {
+        f"{target.name}.{k}": float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    for label, values in metrics.get("per_class", {}).items():
+        for key in ("precision", "recall", "f1"):
+            flat[f"{target.name}.{key}.{_metric_key(label)}"] = values[key]
+    mlflow.log_metrics(flat)
+    mlflow.log_dict(metrics, f"metrics/{target.name}.json")
+    if target.kind != "regression" and len(y_eval):
+        path = plot_confusion(
+            y_eval, scores, model.labels, f"{target.name}: confusion matrix",
+            plots_dir / f"confusion_{target.name}.png",
+        )
+        mlflow.log_artifact(str(path), "plots")
+
+
+def _metric_key(label: Any) -> str:
+    """MLflow metric names allow word characters and ``_-./ ``; others become ``_``."""
+    return re.sub(r"[^\w.\- /]", "_", str(label))
+
+
+def write_metrics_json(result: TrainResult, path: Path) -> None:
+    path.write_text(json.dumps(result.metrics, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+__all__ = ["PROBE_TEXTS", "TrainResult", "intake_spec", "target_labels", "time_split", "train"]
