@@ -140,5 +140,61 @@ def serve_command(model_uri, bundle_dir, host, port, workers):
     )
 
 
+@main.command("report")
+@DATA
+@MAPPING
+@click.option("--period", default=None,
+              help="Months to report on by ticket creation time: YYYY-MM, YYYY or START..END "
+              "(e.g. 2017-01..2017-12); all months by default.")
+@click.option("--model", "model_uri", default=None,
+              help="Model URI to score the tickets with, e.g. models:/ticket-triage@champion; "
+              "without it, sections that need predictions state what is missing.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="HTML report to write; <name>.md, <name>_tables/ and <name>_figures/ "
+              "are written beside it.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar on standard error.")
+def report_command(data, mapping, period, model_uri, out, no_progress):
+    """Write the abnormal-closure analysis report (HTML, Markdown and CSV tables)."""
+    from features.loading import load_tickets
+    from features.mapping import MappingError
+
+    from .report import build_report, parse_period
+    from .report_charts import MissingFontError
+
+    try:
+        parse_period(period)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--period") from exc
+    try:
+        result = load_tickets(data, mapping)
+    except (MappingError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    predictions = score_for_report(model_uri, result.tickets) if model_uri else None
+    try:
+        files = build_report(
+            result, out, period=period, predictions=predictions, progress=not no_progress,
+            source_name=data.name,
+        )
+    except (MissingFontError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {files.html}, {files.markdown} and {len(files.tables)} tables")
+
+
+def score_for_report(model_uri: str, tickets):
+    """Score tickets with a registered model and index the result by ticket id."""
+    try:
+        from models.scorer import load_scorer
+
+        scorer = load_scorer(model_uri)
+    except ImportError as exc:
+        raise click.ClickException(
+            f"cannot score with --model {model_uri}: module {exc.name} could not be imported "
+            f"({exc}); install the model dependencies or run the report without --model"
+        ) from exc
+    scored = scorer.score_frame(tickets)
+    scored.index = tickets.loc[scored.index, "ticket_id"].to_numpy()
+    return scored
+
+
 if __name__ == "__main__":
     main()
