@@ -154,6 +154,9 @@ def _map_label(values: pd.Series, target: TargetSpec, nulls: frozenset[str]) -> 
         return numbers.astype("float64"), Counter()
     text = _as_text(values, nulls)
     folded = text.map(fold)
+    if target.ignore:
+        folded = folded.where(~folded.isin(target.ignore), "")
+        text = text.where(folded != "", "")
     issues: Counter = Counter()
     if target.values is None:
         labels = folded.astype(object).where(folded != "", None)

@@ -13,7 +13,10 @@ A mapping is a TOML or YAML file with these tables:
     one table per prediction target: ``kind`` (multiclass, binary, regression),
     ``column``, ``field`` (the canonical column that holds the label), ``stage``,
     optional ``values`` (raw value -> label), ``empty`` (label for empty cells),
-    ``min_count`` and ``rare_label`` (merge rare multiclass labels).
+    ``min_count`` and ``rare_label`` (merge rare multiclass labels), ``ignore``
+    (raw values that mean "unknown", left unlabelled). A regression target may
+    name a time limit: ``limit_hours`` (fixed), or ``limits`` (hours per value
+    of the target named by ``limit_by``, for example per priority).
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ class TargetSpec:
     min_count: int = 1
     rare_label: str = "other"
     limit_hours: float | None = None
+    limits: dict[str, float] | None = None
+    limit_by: str | None = None
+    ignore: frozenset[str] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +72,9 @@ class TargetSpec:
             "min_count": self.min_count,
             "rare_label": self.rare_label,
             "limit_hours": self.limit_hours,
+            "limits": self.limits,
+            "limit_by": self.limit_by,
+            "ignore": sorted(self.ignore),
         }
 
 
@@ -187,6 +196,25 @@ def _parse_target(name: str, spec: Any, source: str) -> TargetSpec:
     if min_count < 1:
         raise MappingError(f"mapping {source}: target {name!r} min_count must be >= 1")
     limit = spec.get("limit_hours")
+    limits = spec.get("limits")
+    limit_by = spec.get("limit_by")
+    if (limits is None) != (limit_by is None):
+        raise MappingError(
+            f"mapping {source}: target {name!r} needs both `limits` and `limit_by`, or neither"
+        )
+    if limits is not None:
+        if kind != "regression":
+            raise MappingError(f"mapping {source}: only regression targets take `limits`")
+        if not isinstance(limits, dict) or not all(
+            isinstance(v, (int, float)) and v > 0 for v in limits.values()
+        ):
+            raise MappingError(
+                f"mapping {source}: target {name!r} `limits` must map values to positive hours"
+            )
+        limits = {fold(str(k)): float(v) for k, v in limits.items()}
+    ignore = spec.get("ignore", [])
+    if not isinstance(ignore, list):
+        raise MappingError(f"mapping {source}: target {name!r} `ignore` must be a list")
     return TargetSpec(
         name=name,
         kind=kind,
@@ -198,6 +226,9 @@ def _parse_target(name: str, spec: Any, source: str) -> TargetSpec:
         min_count=min_count,
         rare_label=str(spec.get("rare_label", "other")),
         limit_hours=float(limit) if limit is not None else None,
+        limits=limits,
+        limit_by=limit_by,
+        ignore=frozenset(fold(str(v)) for v in ignore),
     )
 
 
@@ -251,6 +282,12 @@ def parse_mapping(data: dict[str, Any], source: str = "<memory>") -> Mapping:
     if not isinstance(raw_targets, dict) or not raw_targets:
         raise MappingError(f"mapping {source} declares no [targets]")
     targets = {name: _parse_target(name, spec, source) for name, spec in raw_targets.items()}
+    for target in targets.values():
+        if target.limit_by is not None and target.limit_by not in targets:
+            raise MappingError(
+                f"mapping {source}: target {target.name!r} takes limits by "
+                f"{target.limit_by!r}, which is not a declared target"
+            )
     label_fields = [t.field for t in targets.values()]
     if len(set(label_fields)) != len(label_fields):
         raise MappingError(f"mapping {source}: two targets write the same field")

@@ -49,6 +49,9 @@ class TargetEntry:
     threshold: float | None = None
     class_thresholds: dict[str, float] = field(default_factory=dict)
     limit_hours: float | None = None
+    limits: dict[str, float] | None = None
+    limit_by: str | None = None
+    residual_scale: float | None = None
     mode: str = "intake"
 
     def to_dict(self) -> dict[str, Any]:

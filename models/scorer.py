@@ -8,6 +8,7 @@ encoders and trees run inside the ONNX graphs.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping as MappingType, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from features.inputs import FeatureSpec, ticket_feeds
+from features.mapping import fold
 from features.taxonomy import Taxonomy, load_taxonomy
 from features.text import use_dictionary
 
@@ -114,7 +116,7 @@ class Scorer:
     def score(self, tickets: Sequence[MappingType[str, Any]]) -> list[dict[str, Any]]:
         """Score tickets and build one answer per ticket, in input order."""
         predictions = self.predict(tickets)
-        return [self._answer(predictions, i) for i in range(len(tickets))]
+        return [self._answer(predictions, i, tickets[i]) for i in range(len(tickets))]
 
     # Answers -----------------------------------------------------------------
 
@@ -130,13 +132,14 @@ class Scorer:
         order = np.argsort(-row, kind="stable")
         return [(str(entry.labels[j]), float(row[j])) for j in order]
 
-    def _answer(self, predictions: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    def _answer(
+        self, predictions: dict[str, np.ndarray], i: int, ticket: MappingType[str, Any]
+    ) -> dict[str, Any]:
         answer: dict[str, Any] = {"targets": {}}
         category_code = None
         for entry in self.targets:
             values = predictions[entry.name][i]
             if entry.kind == "regression":
-                answer["targets"][entry.name] = self._regression_answer(entry, float(values))
                 continue
             if entry.kind == "binary":
                 probability = float(values[list(entry.labels).index(True)]) if True in entry.labels else float(values[-1])
@@ -178,6 +181,12 @@ class Scorer:
             ]
         if "escalation" in self.entries:
             answer["escalation"] = answer["targets"]["escalation"]
+        for entry in self.targets:
+            if entry.kind == "regression":
+                value = float(predictions[entry.name][i])
+                answer["targets"][entry.name] = self._regression_answer(
+                    entry, value, ticket, answer
+                )
         answer.setdefault("needs_review", False)
         return answer
 
@@ -186,11 +195,42 @@ class Scorer:
         threshold = entry.class_thresholds.get(code, entry.threshold)
         return threshold is not None and probability < threshold
 
-    def _regression_answer(self, entry: TargetEntry, value: float) -> dict[str, Any]:
+    def _regression_answer(
+        self, entry: TargetEntry, value: float, ticket: MappingType[str, Any], answer: dict
+    ) -> dict[str, Any]:
         result: dict[str, Any] = {"value": max(0.0, value)}
-        if entry.limit_hours is not None:
-            result["limit_hours"] = entry.limit_hours
+        limit = self._limit_for(entry, ticket, answer)
+        if limit is not None:
+            result["limit_hours"] = limit
+            result["breach_probability"] = breach_probability(
+                value, limit, entry.residual_scale
+            )
         return result
+
+    def _limit_for(self, entry: TargetEntry, ticket, answer: dict) -> float | None:
+        """The time limit for a ticket: fixed, or by its given or predicted priority."""
+        if entry.limits and entry.limit_by:
+            given = ticket.get(entry.limit_by) if ticket else None
+            if not given:
+                top = answer["targets"].get(entry.limit_by, {}).get("top")
+                given = top[0]["code"] if top else None
+            return entry.limits.get(fold(str(given))) if given else None
+        return entry.limit_hours
+
+
+def breach_probability(predicted_hours: float, limit_hours: float, scale: float | None) -> float:
+    """Probability that handling takes longer than ``limit_hours``.
+
+    The regression predicts the median of log1p(hours); residuals in that space
+    are taken as normal with standard deviation ``scale``, measured on held-out
+    tickets at training time. Without a scale the answer is 0 or 1.
+    """
+    centre = math.log1p(max(0.0, predicted_hours))
+    bound = math.log1p(limit_hours)
+    if not scale or scale <= 0:
+        return 1.0 if centre > bound else 0.0
+    z = (bound - centre) / scale
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
 def load_scorer(uri: str | Path, threads: int = 1) -> Scorer:

@@ -54,6 +54,8 @@ class TrainResult:
     load: LoadResult
     bundle_dir: Path
     parity: dict[str, float] = field(default_factory=dict)
+    models: dict[str, TargetModel] = field(default_factory=dict)
+    spec: FeatureSpec | None = None
 
 
 def intake_spec(mapping: Mapping, mode: str = "intake") -> FeatureSpec:
@@ -165,9 +167,14 @@ def fit_and_check(
     )
     eval_frame = frame[evaluation]
     scores = model.predict_scores(eval_frame) if len(eval_frame) else np.zeros((0, 1))
-    if target.kind == "regression":
+    if not evaluation.any():
+        # An explicit evaluation month can hold no labelled row of this target.
+        metrics: dict[str, Any] = {"rows": 0}
+    elif target.kind == "regression":
         baseline = float(np.median(y[train].astype(float)))
         metrics = regression_metrics(y[evaluation].astype(float), scores, baseline)
+        residuals = np.log1p(y[evaluation].astype(float)) - np.log1p(np.clip(scores, 0, None))
+        metrics["log_residual_scale"] = float(np.std(residuals)) if len(residuals) > 1 else None
     else:
         y_eval = y[evaluation].astype(bool if target.kind == "binary" else str)
         metrics = classification_metrics(y_eval, scores, model.labels)
@@ -195,8 +202,15 @@ def train(
     register: bool = True,
     progress: bool = True,
     load: LoadResult | None = None,
+    eval_mask: np.ndarray | None = None,
 ) -> TrainResult:
-    """Train every target the mapping declares and register the bundle in MLflow."""
+    """Train every target the mapping declares and register the bundle in MLflow.
+
+    ``eval_mask`` (one boolean per ticket of ``load``) names the evaluation rows
+    explicitly, for example the newest month in a monthly retrain, and then
+    ``eval_fraction`` is ignored. Inside an active MLflow run the training run
+    is started as its child.
+    """
     import mlflow
 
     from . import registry
@@ -207,6 +221,11 @@ def train(
     if len(tickets) < 10:
         raise ValueError(
             f"{data} has {len(tickets)} usable tickets; training needs at least 10"
+        )
+    if eval_mask is not None and len(eval_mask) != len(tickets):
+        raise ValueError(
+            f"eval_mask has {len(eval_mask)} values for {len(tickets)} tickets; "
+            "pass one boolean per ticket"
         )
     spec = intake_spec(load.mapping)
     texts = [ticket_text(r, spec) for r in tickets[list(spec.text_fields)].to_dict("records")]
@@ -222,14 +241,20 @@ def train(
     ticket_ids = tickets["ticket_id"].to_numpy(dtype=object)
 
     metrics: dict[str, dict[str, Any]] = {}
+    fitted: dict[str, TargetModel] = {}
     entries: list[TargetEntry] = []
-    with mlflow.start_run(run_name=f"train {Path(str(data)).name}") as run:
-        _log_inputs(load, data, seed, eval_fraction, params, spec)
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(run_name=f"train {Path(str(data)).name}", nested=nested) as run:
+        evaluation = eval_fraction if eval_mask is None else "given rows"
+        _log_inputs(load, data, seed, evaluation, params, spec)
         targets = list(load.mapping.targets.values())
         for target in tqdm(targets, desc="fit targets", unit="target", disable=not progress):
             labelled = _labelled(tickets, target)
-            eval_rows = np.zeros(len(tickets), dtype=bool)
-            eval_rows[np.flatnonzero(labelled)[time_split(tickets[labelled], eval_fraction)]] = True
+            if eval_mask is None:
+                eval_rows = np.zeros(len(tickets), dtype=bool)
+                eval_rows[np.flatnonzero(labelled)[time_split(tickets[labelled], eval_fraction)]] = True
+            else:
+                eval_rows = labelled & np.asarray(eval_mask, dtype=bool)
             train_rows = labelled & ~eval_rows
             y, _ = target_labels(tickets, target, train_rows)
             if target.kind != "regression":
@@ -242,6 +267,7 @@ def train(
                 target, frame, y, train_rows, eval_rows, spec, probes,
                 seed, n_jobs, params, ticket_ids,
             )
+            fitted[target.name] = model
             target_metrics["train_rows"] = int(train_rows.sum())
             logger.info(
                 "target %s: %d training and %d evaluation rows",
@@ -260,6 +286,9 @@ def train(
                     transform=model.transform,
                     threshold=0.5 if target.kind == "binary" else None,
                     limit_hours=target.limit_hours,
+                    limits=target.limits,
+                    limit_by=target.limit_by,
+                    residual_scale=target_metrics.get("log_residual_scale"),
                 )
             )
             y_eval = y[eval_rows].astype(bool if target.kind == "binary" else str) if target.kind != "regression" else y[eval_rows]
@@ -287,6 +316,8 @@ def train(
         load=load,
         bundle_dir=bundle_dir,
         parity={k: v["parity_max_abs_diff"] for k, v in metrics.items()},
+        models=fitted,
+        spec=spec,
     )
 
 
