@@ -118,6 +118,34 @@ class Scorer:
         predictions = self.predict(tickets)
         return [self._answer(predictions, i, tickets[i]) for i in range(len(tickets))]
 
+    def score_frame(self, tickets) -> "pd.DataFrame":
+        """Top labels of a DataFrame of canonical tickets, indexed like the input.
+
+        Columns: ``category``, ``category_probability``, ``root_cause``, and
+        ``closure_category`` with ``closure_probability`` when the bundle has a
+        closure-mode category model.
+        """
+        import pandas as pd
+
+        records = tickets.to_dict("records")
+        predictions = self.predict(records) if records else {}
+        out = pd.DataFrame(index=tickets.index)
+        for entry in self.targets:
+            if entry.kind == "regression" or entry.name not in predictions:
+                continue
+            values = predictions[entry.name]
+            labels = np.asarray(entry.labels, dtype=object)
+            top = labels[values.argmax(axis=1)] if len(values) else []
+            probability = values.max(axis=1) if len(values) else []
+            if entry.field == "category" and entry.mode == "closure":
+                out["closure_category"] = top
+                out["closure_probability"] = probability
+            elif entry.mode == "intake" and entry.field in ("category", "root_cause"):
+                out[entry.field] = top
+                if entry.field == "category":
+                    out["category_probability"] = probability
+        return out
+
     # Answers -----------------------------------------------------------------
 
     def _category_name(self, code: str) -> str:
