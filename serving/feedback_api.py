@@ -1,0 +1,299 @@
+"""Feedback endpoints: record an operator's decision, report acceptance rates.
+
+The router's lifespan opens the feedback store named by the settings. When the
+database cannot be reached the service still scores: the feedback endpoints return
+503 and try to open the store again on the next request, and scored tickets are not
+logged until that succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from features.taxonomy import Taxonomy, load_taxonomy
+
+from .feedback import (
+    FeedbackConflict,
+    FeedbackEntry,
+    FeedbackStore,
+    ScoredTicketLog,
+    as_utc,
+    utc_now,
+)
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PERIOD = timedelta(days=30)
+REOPEN_SECONDS = 5.0
+
+
+class LabelSet(BaseModel):
+    """Labels of one ticket, named as in the scoring response; a missing label is null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    category: str | None = Field(None, min_length=1, max_length=100)
+    root_cause: str | None = Field(None, min_length=1, max_length=200)
+    escalation: bool | None = None
+
+
+class FeedbackModel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=200)
+    version: str | None = Field(None, max_length=50)
+
+
+class FeedbackRequest(BaseModel):
+    """An operator's decision on the suggestion for one ticket."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Client-chosen id of this entry; a repeat with the same id and "
+        "content is recorded once.",
+    )
+    ticket_id: str = Field(min_length=1, max_length=200)
+    model: FeedbackModel = Field(description="The model that made the suggestion.")
+    score_request_id: str | None = Field(
+        None, max_length=200, description="``request_id`` of the scoring response."
+    )
+    suggested: LabelSet = Field(description="Labels the model suggested.")
+    chosen: LabelSet = Field(description="Labels the operator chose.")
+    operator_id: str = Field(min_length=1, max_length=200)
+
+
+class FeedbackAnswer(BaseModel):
+    feedback_id: int
+    request_id: str
+    ticket_id: str
+    accepted: bool = Field(description="Every chosen label equals the suggested one.")
+    duplicate: bool = Field(description="The request id was recorded before.")
+    recorded_at: datetime
+
+
+class CategoryAcceptance(BaseModel):
+    category: str | None
+    name: str | None = None
+    total: int
+    accepted: int
+    acceptance_rate: float | None
+
+
+class FeedbackStats(BaseModel):
+    since: datetime
+    until: datetime
+    model_name: str | None = None
+    model_version: str | None = None
+    total: int
+    accepted: int
+    acceptance_rate: float | None = Field(
+        description="Share of entries whose chosen labels all equal the suggested ones; "
+        "null without entries."
+    )
+    by_category: list[CategoryAcceptance] = Field(
+        description="The same counts per suggested category."
+    )
+
+
+class FeedbackService:
+    """The store and the scored-ticket log of one app; opens the store on demand."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: FeedbackStore | None = None
+        self.scored_log: ScoredTicketLog | None = None
+        self._lock = threading.Lock()
+        self._last_attempt = float("-inf")
+
+    def store(self) -> FeedbackStore:
+        """Return the open store, opening it first; raise HTTP 503 when that fails."""
+        if self._store is not None:
+            return self._store
+        with self._lock:
+            if self._store is None:
+                self._open()
+        if self._store is None:
+            raise HTTPException(
+                status_code=503,
+                detail="the feedback store is unavailable; retry with the same request id",
+            )
+        return self._store
+
+    def _open(self) -> None:
+        if time.monotonic() - self._last_attempt < REOPEN_SECONDS:
+            return
+        self._last_attempt = time.monotonic()
+        try:
+            store = FeedbackStore(self.settings.feedback_db_url)
+        except (SQLAlchemyError, OSError) as exc:
+            logger.error("opening the feedback store failed: %s", exc)
+            return
+        if self.settings.log_scored_tickets:
+            self.scored_log = ScoredTicketLog(store, self.settings.store_ticket_text)
+        self._store = store
+
+    def close(self) -> None:
+        if self.scored_log is not None:
+            self.scored_log.close()
+        if self._store is not None:
+            self._store.close()
+
+
+@asynccontextmanager
+async def feedback_lifespan(app: FastAPI):
+    service = FeedbackService(app.state.settings)
+    app.state.feedback = service
+    try:
+        await run_in_threadpool(service.store)
+    except HTTPException:
+        logger.warning("starting without the feedback store; the feedback endpoints return 503")
+    try:
+        yield
+    finally:
+        await run_in_threadpool(service.close)
+
+
+router = APIRouter(lifespan=feedback_lifespan, tags=["feedback"])
+
+
+def record_scored(app: FastAPI, ticket: BaseModel, response: dict, started: float) -> None:
+    """Queue one scoring response for the scored-ticket log, when the log is on."""
+    service: FeedbackService | None = getattr(app.state, "feedback", None)
+    if service is not None and service.scored_log is not None:
+        service.scored_log.record(ticket.model_dump(), response, started)
+
+
+def _taxonomy(request: Request) -> Taxonomy:
+    model_state = getattr(request.app.state, "model_state", None)
+    model = model_state.model if model_state is not None else None
+    return model.scorer.taxonomy if model is not None else load_taxonomy()
+
+
+def _invalid(field: str, message: str, kind: str) -> HTTPException:
+    return HTTPException(
+        status_code=422, detail=[{"field": field, "message": message, "type": kind}]
+    )
+
+
+def _check_labels(body: FeedbackRequest, taxonomy: Taxonomy) -> None:
+    if all(value is None for value in body.chosen.model_dump().values()):
+        raise _invalid(
+            "chosen",
+            "chosen has no label; send at least one of category, root_cause, escalation",
+            "missing",
+        )
+    codes = taxonomy.category_codes
+    for part in ("suggested", "chosen"):
+        category = getattr(body, part).category
+        if category is not None and category not in codes:
+            raise _invalid(
+                f"{part}.category",
+                f"category {category!r} is not a category code; expected one of "
+                f"{', '.join(codes)}",
+                "enum",
+            )
+
+
+@router.post(
+    "/v1/feedback",
+    response_model=FeedbackAnswer,
+    summary="Record the labels an operator accepted or corrected for a ticket.",
+    responses={
+        409: {"description": "The request id was used for a different entry."},
+        503: {"description": "The feedback store is unavailable."},
+    },
+)
+def post_feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
+    _check_labels(body, _taxonomy(request))
+    entry = FeedbackEntry(
+        request_id=body.request_id,
+        ticket_id=body.ticket_id,
+        model_name=body.model.name,
+        model_version=body.model.version,
+        operator_id=body.operator_id,
+        suggested=body.suggested.model_dump(),
+        chosen=body.chosen.model_dump(),
+        score_request_id=body.score_request_id,
+    )
+    store = request.app.state.feedback.store()
+    try:
+        recorded = store.record_feedback(entry)
+    except FeedbackConflict as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    except SQLAlchemyError as exc:
+        logger.error("recording feedback %s failed: %s", body.request_id, exc)
+        raise HTTPException(
+            status_code=503,
+            detail="the feedback store is unavailable; retry with the same request id",
+        ) from None
+    return {
+        "feedback_id": recorded.feedback_id,
+        "request_id": body.request_id,
+        "ticket_id": body.ticket_id,
+        "accepted": recorded.accepted,
+        "duplicate": recorded.duplicate,
+        "recorded_at": recorded.recorded_at,
+    }
+
+
+@router.get(
+    "/v1/feedback/stats",
+    response_model=FeedbackStats,
+    summary="Acceptance rate of suggestions, overall and per category, for a period.",
+)
+def feedback_stats(
+    request: Request,
+    since: datetime | None = Query(
+        None, description="Start of the period (ISO 8601, inclusive); default 30 days "
+        "before its end."
+    ),
+    until: datetime | None = Query(
+        None, description="End of the period (ISO 8601, exclusive); default now."
+    ),
+    model_name: str | None = Query(None, description="Count only this model's suggestions."),
+    model_version: str | None = Query(None, description="Count only this model version."),
+) -> dict[str, Any]:
+    until = as_utc(until) if until is not None else utc_now()
+    since = as_utc(since) if since is not None else until - DEFAULT_PERIOD
+    if since >= until:
+        raise _invalid(
+            "since",
+            f"since ({since.isoformat()}) must be before until ({until.isoformat()})",
+            "value_error",
+        )
+    store = request.app.state.feedback.store()
+    try:
+        counts = store.feedback_stats(since, until, model_name, model_version)
+    except SQLAlchemyError as exc:
+        logger.error("reading feedback stats failed: %s", exc)
+        raise HTTPException(
+            status_code=503, detail="the feedback store is unavailable; retry later"
+        ) from None
+    taxonomy = _taxonomy(request)
+    for group in counts["by_category"]:
+        category = taxonomy.category(group["category"] or "")
+        group["name"] = category.name if category else None
+    return {
+        "since": since,
+        "until": until,
+        "model_name": model_name,
+        "model_version": model_version,
+        **counts,
+    }
+
+
+__all__ = ["FeedbackRequest", "FeedbackService", "FeedbackStats", "record_scored", "router"]
