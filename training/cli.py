@@ -81,8 +81,14 @@ STRICT = click.option("--strict", is_flag=True, help="Stop at the first unusable
 @click.option("--tracking-uri", default=None,
               help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")
 @click.option("--no-register", is_flag=True, help="Log the run but register no model version.")
-def train_command(data, mapping, strict, model_name, eval_fraction, seed, jobs, tracking_uri, no_register):
+@click.option("--feedback", "feedback_url", metavar="DB_URL", default=None,
+              help="Feedback store URL (e.g. sqlite:///triage-feedback.db); the labels "
+              "operators chose replace the export's for the same ticket ids.")
+def train_command(data, mapping, strict, model_name, eval_fraction, seed, jobs, tracking_uri,
+                  no_register, feedback_url):
     """Train every target of the mapping, check ONNX parity and register the bundle."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from features.loading import RowError
     from features.mapping import MappingError
 
@@ -92,9 +98,14 @@ def train_command(data, mapping, strict, model_name, eval_fraction, seed, jobs, 
         result = train(
             data, mapping, model_name=model_name, eval_fraction=eval_fraction, seed=seed,
             strict=strict, n_jobs=jobs, tracking_uri=tracking_uri, register=not no_register,
+            feedback=feedback_url,
         )
     except (MappingError, RowError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except (FileNotFoundError, SQLAlchemyError) as exc:
+        if feedback_url is None:
+            raise
+        raise click.ClickException(f"reading feedback from --feedback failed: {exc}") from exc
     load = result.load
     click.echo(
         f"rows: {load.rows_read} read, {load.rows_used} used, {len(load.rejected)} rejected"

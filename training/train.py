@@ -29,6 +29,7 @@ from models.estimators import DEFAULT_PARAMS, TargetModel, fit_target
 from models.export import check_parity, require_parity, to_onnx
 
 from .evaluate import classification_metrics, plot_confusion, regression_metrics
+from .feedback import merge_feedback
 
 logger = logging.getLogger(__name__)
 
@@ -203,13 +204,15 @@ def train(
     progress: bool = True,
     load: LoadResult | None = None,
     eval_mask: np.ndarray | None = None,
+    feedback: str | None = None,
 ) -> TrainResult:
     """Train every target the mapping declares and register the bundle in MLflow.
 
     ``eval_mask`` (one boolean per ticket of ``load``) names the evaluation rows
     explicitly, for example the newest month in a monthly retrain, and then
     ``eval_fraction`` is ignored. Inside an active MLflow run the training run
-    is started as its child.
+    is started as its child. ``feedback`` is the URL of a feedback store whose
+    chosen labels replace the export's (see ``training.feedback``).
     """
     import mlflow
 
@@ -217,6 +220,9 @@ def train(
 
     started = time.perf_counter()
     load = load or load_tickets(data, mapping, strict=strict)
+    merged = merge_feedback(load, feedback, model_name) if feedback else None
+    if merged is not None:
+        load = merged.load
     tickets = load.tickets
     if len(tickets) < 10:
         raise ValueError(
@@ -247,6 +253,8 @@ def train(
     with mlflow.start_run(run_name=f"train {Path(str(data)).name}", nested=nested) as run:
         evaluation = eval_fraction if eval_mask is None else "given rows"
         _log_inputs(load, data, seed, evaluation, params, spec)
+        if merged is not None:
+            merged.log_to_mlflow()
         targets = list(load.mapping.targets.values())
         for target in tqdm(targets, desc="fit targets", unit="target", disable=not progress):
             labelled = _labelled(tickets, target)
@@ -255,6 +263,8 @@ def train(
                 eval_rows[np.flatnonzero(labelled)[time_split(tickets[labelled], eval_fraction)]] = True
             else:
                 eval_rows = labelled & np.asarray(eval_mask, dtype=bool)
+            if merged is not None:
+                eval_rows = merged.keep_out_of_evaluation(target.name, eval_rows)
             train_rows = labelled & ~eval_rows
             y, _ = target_labels(tickets, target, train_rows)
             if target.kind != "regression":
