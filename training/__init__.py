@@ -1,0 +1,1 @@
+"""Training, evaluation, registration and the triage command line."""
