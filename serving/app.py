@@ -1,100 +1,141 @@
-"""The FastAPI application: scoring API for the dispatch system."""
+"""The FastAPI application: scoring API for the dispatch system.
+
+Middleware, outermost first: request id and metrics, API keys, the JSON body
+guard. The lifespan loads jieba and the model before the first request and
+then polls the model source; see ``serving/lifecycle.py``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
-from .schemas import ScoreRequest, ScoreResponse
+from features.text import get_tokenizer
+
+from . import operations, scoring
+from .auth import DOCS_PATHS, OPEN_PATHS, AuthMiddleware, KeyRing, describe_auth
+from .errors import install_error_handlers
+from .lifecycle import ModelWatcher, source_for
+from .metrics import ServiceMetrics
+from .middleware import BodyGuardMiddleware, RequestContextMiddleware
+from .service import Service
 from .settings import Settings, get_settings
-from .state import ModelState, load_model
+from .state import ModelState
 
 logger = logging.getLogger(__name__)
+
+# Seconds between load attempts while no model is loaded, whatever poll_seconds is.
+RETRY_WITHOUT_MODEL_SECONDS = 5.0
+
+
+def build_service(settings: Settings) -> Service:
+    state = ModelState()
+    metrics = ServiceMetrics()
+    source = source_for(settings.model_uri, settings.bundle_dir)
+    return Service(
+        settings=settings,
+        state=state,
+        watcher=ModelWatcher(state, source, settings.onnx_threads, metrics),
+        metrics=metrics,
+        client_keys=KeyRing(settings.client_keys()),
+        admin_keys=KeyRing(settings.all_admin_keys()),
+        executor=ThreadPoolExecutor(
+            max_workers=settings.scoring_thread_count, thread_name_prefix="triage-score"
+        ),
+    )
+
+
+async def follow_model_source(service: Service) -> None:
+    """Check the model source on a timer; retry sooner while no model is loaded."""
+    interval = service.settings.poll_seconds
+    while True:
+        if service.state.model is None:
+            wait = min(interval, RETRY_WITHOUT_MODEL_SECONDS) or RETRY_WITHOUT_MODEL_SECONDS
+        elif interval > 0:
+            wait = interval
+        else:
+            return
+        await asyncio.sleep(wait)
+        try:
+            await asyncio.to_thread(service.watcher.check)
+        except Exception:  # a bug in one check must not stop the polling
+            logger.exception("model check raised; polling goes on")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the model loads in the lifespan, before the first request."""
     settings = settings or get_settings()
-    state = ModelState()
+    service = build_service(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state.swap(load_model(settings.model_uri, settings.bundle_dir, settings.onnx_threads))
-        yield
+        describe_auth(service.client_keys, service.admin_keys)
+        # jieba's dictionary and the ONNX sessions load once per process, here.
+        await asyncio.to_thread(get_tokenizer)
+        report = await asyncio.to_thread(service.watcher.check)
+        if service.state.model is None:
+            logger.error(
+                "no model loaded at start (%s); scoring answers 503 and loading is "
+                "retried every %.0f s", report.error, RETRY_WITHOUT_MODEL_SECONDS,
+            )
+        polling = asyncio.create_task(follow_model_source(service))
+        try:
+            yield
+        finally:
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
+            service.executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="Ticket triage",
         version="1",
-        description="Anomaly category, root cause and escalation for work orders at intake.",
+        description="Anomaly category, root cause and escalation for work orders at "
+        "intake. Send an API key as `Authorization: Bearer <key>` or `X-API-Key`.",
         lifespan=lifespan,
     )
-    app.state.model_state = state
+    app.state.service = service
+    app.state.model_state = service.state
     app.state.settings = settings
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        errors = [
-            {
-                "field": ".".join(str(p) for p in err["loc"] if p != "body"),
-                "message": err["msg"],
-                "type": err["type"],
-            }
-            for err in exc.errors()
-        ]
-        return JSONResponse(status_code=422, content={"detail": errors})
+    install_error_handlers(app)
+    app.include_router(operations.router)
+    app.include_router(scoring.router)
 
-    @app.get("/healthz", summary="Process is alive.")
-    def healthz() -> dict:
-        return {"status": "ok"}
+    # add_middleware puts each new one outside the previous ones.
+    app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        AuthMiddleware,
+        client_keys=service.client_keys,
+        admin_keys=service.admin_keys,
+        public_docs=settings.public_docs,
+    )
+    app.add_middleware(RequestContextMiddleware, metrics=service.metrics)
 
-    @app.get("/readyz", summary="A model is loaded and passed its self-test.")
-    def readyz() -> JSONResponse:
-        model = state.model
-        if model is None:
-            return JSONResponse(status_code=503, content={"status": "loading"})
-        return JSONResponse({"status": "ready", "model": model.ref()})
-
-    @app.post("/v1/score", response_model=ScoreResponse, summary="Score one ticket.")
-    async def score(ticket: ScoreRequest) -> dict:
-        if len(ticket.description) > settings.max_description_chars:
-            raise HTTPException(
-                status_code=422,
-                detail=[{
-                    "field": "description",
-                    "message": f"description has {len(ticket.description)} characters; "
-                    f"the limit is {settings.max_description_chars}",
-                    "type": "string_too_long",
-                }],
-            )
-        model = state.model
-        if model is None:
-            raise HTTPException(status_code=503, detail="no model loaded yet")
-        answer = (await run_in_threadpool(model.scorer.score, [ticket.as_record()]))[0]
-        return {
-            **answer,
-            "request_id": uuid.uuid4().hex,
-            "ticket_id": ticket.ticket_id,
-            "model": model.ref(),
-        }
-
-    @app.get("/v1/model", summary="The loaded model: version, labels, metrics, fields.")
-    def model_info() -> dict:
-        model = state.model
-        if model is None:
-            raise HTTPException(status_code=503, detail="no model loaded yet")
-        manifest = model.scorer.manifest
-        return {
-            **model.ref(),
-            "targets": manifest["targets"],
-            "metrics": manifest.get("metrics", {}),
-            "feature_fields": manifest["feature_spec"],
-            "known_values": manifest.get("known_values", {}),
-        }
-
+    app.openapi = lambda: document_security(app)
     return app
+
+
+def document_security(app: FastAPI) -> dict:
+    """The OpenAPI document, with the API key schemes on every closed operation."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
+    open_paths = OPEN_PATHS | DOCS_PATHS
+    for path, operations_by_method in schema.get("paths", {}).items():
+        for operation in operations_by_method.values():
+            operation["security"] = [] if path in open_paths else [{"bearer": []}, {"apiKey": []}]
+    app.openapi_schema = schema
+    return schema

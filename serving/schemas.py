@@ -3,36 +3,123 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SkipValidation,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from features.schema import CANONICAL_FIELDS
+
+
+def reject_lone_surrogates(value: str) -> str:
+    """Raise a validation error for text with a lone UTF-16 surrogate (``"\\ud800"``).
+
+    JSON escapes can encode such code points, but they are not Unicode text: they
+    cannot be encoded as UTF-8 for the tokenizer, the ONNX graphs or the answer.
+    """
+    for index, char in enumerate(value):
+        if "\ud800" <= char <= "\udfff":
+            raise PydanticCustomError(
+                "string_surrogate",
+                "text contains the lone surrogate U+{code} at character {index}; "
+                "send valid Unicode text",
+                {"code": f"{ord(char):04X}", "index": index},
+            )
+    return value
+
+
+# Unicode text without lone surrogates; every string field of a request uses it.
+Text = Annotated[str, AfterValidator(reject_lone_surrogates)]
+ExtraName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)
+]
 
 
 class TicketIn(BaseModel):
-    """A ticket as known at intake."""
+    """A ticket as known at intake. Only ``description`` (or ``title``) is required."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    ticket_id: str | None = Field(None, max_length=200, description="Caller's ticket id.")
-    created_at: datetime | None = Field(None, description="Registration time (ISO 8601).")
-    title: str = Field("", max_length=1000)
-    description: str = Field("", description="Symptom description, the intake text.")
-    department: str | None = Field(None, max_length=200)
-    channel: str | None = Field(None, max_length=200)
-    system: str | None = Field(None, max_length=200, description="Affected system.")
-    extra: dict[str, str | None] = Field(
+    ticket_id: Text | None = Field(None, max_length=200, description="Caller's ticket id.")
+    created_at: datetime | None = Field(
+        None, description="Registration time (ISO 8601); drives the time-of-month features."
+    )
+    title: Text = Field("", max_length=1000)
+    description: Text = Field(
+        "",
+        validate_default=True,
+        description="Symptom description, the intake text. The service caps its length "
+        "(TRIAGE_MAX_DESCRIPTION_CHARS, 5,000 characters by default).",
+    )
+    department: Text | None = Field(None, max_length=200)
+    channel: Text | None = Field(None, max_length=200, description="Intake channel.")
+    system: Text | None = Field(None, max_length=200, description="Affected system.")
+    extra: dict[ExtraName, Annotated[Text, Field(max_length=200)] | None] = Field(
         default_factory=dict,
-        description="Organisation-specific metadata named by the mapping, e.g. deployment.",
+        max_length=50,
+        description="Organisation-specific metadata named by the mapping, e.g. "
+        "deployment. Values the model has not seen are scored like missing ones.",
     )
 
+    @field_validator("description")
+    @classmethod
+    def _require_text(cls, value: str, info: ValidationInfo) -> str:
+        # title is declared before description, so it is validated by now.
+        if not value.strip() and not str(info.data.get("title") or "").strip():
+            raise PydanticCustomError(
+                "ticket_text_missing",
+                "description and title are both empty; a ticket needs a description "
+                "of the symptom",
+            )
+        return value
+
+    @field_validator("extra")
+    @classmethod
+    def _reject_canonical_names(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        clashes = sorted(set(value) & set(CANONICAL_FIELDS))
+        if clashes:
+            raise PydanticCustomError(
+                "extra_field_clash",
+                "extra names canonical fields ({fields}); send them as top-level fields",
+                {"fields": ", ".join(clashes)},
+            )
+        return value
+
     def as_record(self) -> dict[str, Any]:
-        record = self.model_dump(exclude={"extra"})
+        record = self.model_dump(exclude={"extra", "include"})
         record.update(self.extra)
         return record
 
 
+IncludePart = Literal["similar", "reasons"]
+
+
 class ScoreRequest(TicketIn):
-    include: list[Literal["similar", "reasons"]] = Field(default_factory=list)
+    include: list[IncludePart] = Field(
+        default_factory=list, description="Optional parts to add to the answer."
+    )
+
+
+class BatchRequest(BaseModel):
+    """Up to ``TRIAGE_MAX_BATCH`` tickets (1,000 by default), answered in input order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Items are validated one by one in the route, so that an invalid ticket gets
+    # its own error entry and the others are still scored.
+    tickets: list[SkipValidation[TicketIn]] = Field(min_length=1)
+    include: list[IncludePart] = Field(
+        default_factory=list, description="Optional parts to add to every answer."
+    )
 
 
 class Label(BaseModel):
@@ -42,16 +129,20 @@ class Label(BaseModel):
 
 
 class RootCause(Label):
-    measures: list[str] = Field(default_factory=list)
+    measures: list[str] = Field(default_factory=list, description="Recommended measures.")
 
 
 class Escalation(BaseModel):
     probability: float
     threshold: float
-    flag: bool
+    flag: bool = Field(description="Whether the probability reaches the threshold.")
 
 
 class ModelRef(BaseModel):
+    """The model that produced an answer."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
     name: str
     version: str | None = None
     alias: str | None = None
@@ -62,15 +153,110 @@ class ScoreResponse(BaseModel):
     request_id: str
     ticket_id: str | None = None
     category: Label | None = None
-    alternatives: list[Label] = Field(default_factory=list)
-    root_causes: list[RootCause] = Field(default_factory=list)
+    alternatives: list[Label] = Field(
+        default_factory=list, description="The other categories, most probable first."
+    )
+    root_causes: list[RootCause] = Field(
+        default_factory=list, description="The three most probable root causes."
+    )
     escalation: Escalation | None = None
-    needs_review: bool
+    needs_review: bool = Field(
+        description="The category's probability is below its review threshold."
+    )
     targets: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Every target the model declares."
     )
     model: ModelRef
 
 
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the field, e.g. tickets.3.description.")
+    message: str
+    type: str | None = None
+
+
 class ErrorResponse(BaseModel):
-    detail: Any
+    detail: str
+    request_id: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class BatchItem(BaseModel):
+    """The answer for one ticket of a batch: scored, or invalid with its errors."""
+
+    index: int = Field(description="Position of the ticket in the request.")
+    status: Literal["scored", "invalid"]
+    answer: ScoreResponse | None = None
+    errors: list[FieldError] | None = None
+
+
+class BatchResponse(BaseModel):
+    request_id: str
+    model: ModelRef
+    scored: int
+    invalid: int
+    items: list[BatchItem]
+
+
+class TargetInfo(BaseModel):
+    """One target of the model as its manifest declares it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    kind: str
+    field: str
+    mode: str = "intake"
+    labels: list[Any] = Field(default_factory=list)
+    threshold: float | None = None
+    class_thresholds: dict[str, float] = Field(default_factory=dict)
+    temperature: float = 1.0
+
+
+class FeatureFields(BaseModel):
+    text_fields: list[str]
+    categorical: list[str]
+    numeric: list[str]
+    mode: str = "intake"
+
+
+class CheckReport(BaseModel):
+    """The latest check for a new model."""
+
+    outcome: Literal["loaded", "unchanged", "rejected", "failed"]
+    checked_at: float
+    version: str | None = None
+    error: str | None = None
+
+
+class ModelInfo(ModelRef):
+    source: str
+    run_id: str | None = None
+    loaded_at: float
+    labels: dict[str, list[Any]] = Field(description="Labels per classifier target.")
+    thresholds: dict[str, float | None] = Field(description="Decision threshold per target.")
+    targets: list[TargetInfo]
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Evaluation metrics per target.")
+    feature_fields: FeatureFields
+    known_values: dict[str, list[str]] = Field(default_factory=dict)
+    last_check: CheckReport | None = None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "not_ready"]
+    model: ModelRef | None = None
+    self_test: Literal["passed"] | None = None
+    auth: Literal["api_keys", "open"]
+    last_check: CheckReport | None = None
+
+
+class ReloadResponse(BaseModel):
+    outcome: Literal["loaded", "unchanged", "rejected", "failed"]
+    detail: str
+    model: ModelRef | None = Field(None, description="The model serving after the check.")
+    previous: ModelRef | None = Field(None, description="The model it replaced, if any.")
+    error: str | None = None

@@ -2,22 +2,123 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def available_cores() -> int:
+    """Number of CPU cores this process may run on (its affinity mask, not the host)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not available on macOS
+        return os.cpu_count() or 1
+
+
+def read_key_file(path: Path) -> list[SecretStr]:
+    """Read API keys from a file: one key a line; blank lines and ``#`` comments skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read the key file {path}: {exc.strerror}") from None
+    keys = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keys.append(SecretStr(line))
+    return keys
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRIAGE_", env_file=".env", extra="ignore")
+    """Every setting of the scoring service; the environment variable is ``TRIAGE_<NAME>``."""
 
+    model_config = SettingsConfigDict(
+        env_prefix="TRIAGE_", env_file=".env", extra="ignore", protected_namespaces=()
+    )
+
+    # Model source and lifecycle.
     model_uri: str = "models:/ticket-triage@champion"
     """Registry URI of the model to serve; ignored when ``bundle_dir`` is set."""
     bundle_dir: str | None = None
     """Serve this bundle folder instead of a registry alias."""
-    onnx_threads: int = 1
-    """onnxruntime intra-op threads per worker process."""
-    max_description_chars: int = 5000
-    max_batch: int = 1000
+    poll_seconds: float = Field(30.0, ge=0)
+    """Seconds between checks of the registry alias (or the bundle folder); 0 turns
+    polling off, so only ``POST /v1/admin/reload`` loads a new model."""
+
+    # Threads. A process runs up to ``scoring_threads`` scoring calls at once and
+    # each onnxruntime session run uses ``onnx_threads`` threads, so a machine runs
+    # about workers x scoring_threads x onnx_threads threads of CPU work.
+    workers: int = Field(1, ge=1)
+    """Worker processes serving the app; ``triage serve --workers`` sets it."""
+    scoring_threads: int | None = Field(None, ge=1)
+    """Threads that run scoring off the event loop; default: cores / workers."""
+    onnx_threads: int = Field(1, ge=1)
+    """onnxruntime intra-op threads per session run. One suits single tickets,
+    which are too small to split; raise it for large batches on idle cores."""
+
+    # Input limits.
+    max_description_chars: int = Field(5000, ge=1)
+    """Maximum characters in a ticket's description."""
+    max_batch: int = Field(1000, ge=1)
+    """Maximum tickets in one ``POST /v1/score/batch`` call."""
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    """Maximum size of a JSON request body in bytes. A full batch of 1,000 tickets of
+    5,000 Chinese characters each is about 15 MB as raw UTF-8."""
+
+    # Authentication.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Keys accepted on every closed endpoint, comma-separated."""
+    api_keys_file: Path | None = None
+    """File of further API keys, one a line."""
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Keys accepted on ``/v1/admin/*`` (and on every other closed endpoint)."""
+    admin_keys_file: Path | None = None
+    """File of further admin keys, one a line."""
+    public_docs: bool = False
+    """Serve ``/docs`` and ``/openapi.json`` without a key even when keys are set."""
+
+    access_log: bool = True
+    """Log one line per request (uvicorn's access log)."""
+
+    # Feedback store.
+    feedback_db_url: str = "sqlite:///triage-feedback.db"
+    """SQLAlchemy URL of the feedback and scored-ticket store, e.g.
+    ``postgresql+psycopg://user@host/db``; a relative SQLite path is relative to the
+    working directory."""
+    log_scored_tickets: bool = True
+    """Record every scored ticket (id, time, model, answer, latency) in the store."""
+    store_ticket_text: bool = False
+    """Also record each scored ticket's title and description in that log."""
+
+    @field_validator("api_keys", "admin_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value):
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def scoring_thread_count(self) -> int:
+        if self.scoring_threads is not None:
+            return self.scoring_threads
+        return max(1, available_cores() // self.workers)
+
+    def client_keys(self) -> list[SecretStr]:
+        """All keys accepted on closed endpoints other than the admin ones."""
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            keys += read_key_file(self.api_keys_file)
+        return keys
+
+    def all_admin_keys(self) -> list[SecretStr]:
+        keys = list(self.admin_keys)
+        if self.admin_keys_file is not None:
+            keys += read_key_file(self.admin_keys_file)
+        return keys
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,171 @@
+"""``POST /v1/score`` and ``POST /v1/score/batch``.
+
+Validation of batch items, tokenisation and the ONNX runs happen on the scoring
+threads, never on the event loop. A batch calls the scorer once for all its
+valid tickets, so each ONNX graph runs once per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+
+from .errors import field_errors, invalid_request, request_id_of
+from .schemas import (
+    BatchRequest,
+    BatchResponse,
+    ErrorResponse,
+    ScoreRequest,
+    ScoreResponse,
+    TicketIn,
+)
+from .service import Service, get_service
+from .settings import Settings
+from .state import LoadedModel
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body is not UTF-8."},
+    401: {"model": ErrorResponse, "description": "The API key is missing or invalid."},
+    413: {"model": ErrorResponse, "description": "The body is larger than the limit."},
+    415: {"model": ErrorResponse, "description": "The body is not JSON, or not UTF-8."},
+    422: {"model": ErrorResponse, "description": "A field is invalid; errors names it."},
+    503: {"model": ErrorResponse, "description": "No model is loaded yet."},
+}
+
+router = APIRouter(prefix="/v1", tags=["scoring"], responses=ERROR_RESPONSES)
+
+
+def limit_errors(
+    ticket: TicketIn, settings: Settings, prefix: Sequence[Any] = ()
+) -> list[dict[str, Any]]:
+    """Errors for the limits that come from settings rather than from the schema."""
+    limit = settings.max_description_chars
+    if len(ticket.description) <= limit:
+        return []
+    path = ".".join(str(p) for p in [*prefix, "description"])
+    return [
+        {
+            "field": path,
+            "message": f"description has {len(ticket.description)} characters; the limit "
+            f"is {limit}; shorten it or raise TRIAGE_MAX_DESCRIPTION_CHARS",
+            "type": "string_too_long",
+        }
+    ]
+
+
+def score_records(
+    service: Service,
+    model: LoadedModel,
+    records: list[dict[str, Any]],
+    include: Sequence[str],
+    endpoint: str,
+) -> list[dict[str, Any]]:
+    """Score records with ``model`` and run the enrichers; one scorer call in all."""
+    if not records:
+        return []
+    started = time.perf_counter()
+    answers = model.scorer.score(records)
+    for enrich in service.enrichers:
+        enrich(model, records, answers, include)
+    service.metrics.scoring_seconds.labels(endpoint).observe(time.perf_counter() - started)
+    service.metrics.count_categories(answers)
+    return answers
+
+
+def finish_answer(
+    answer: dict[str, Any], record: dict[str, Any], model: LoadedModel, request_id: str
+) -> dict[str, Any]:
+    return {
+        **answer,
+        "request_id": request_id,
+        "ticket_id": record.get("ticket_id"),
+        "model": model.ref(),
+    }
+
+
+@router.post("/score", response_model=ScoreResponse, summary="Score one ticket.")
+async def score_one(
+    ticket: ScoreRequest, request: Request, service: Service = Depends(get_service)
+):
+    """Score one ticket: category, root causes with measures, escalation."""
+    request_id = request_id_of(request)
+    problems = limit_errors(ticket, service.settings)
+    if problems:
+        return invalid_request(request_id, problems)
+    model = service.require_model()
+    record = ticket.as_record()
+    answers = await service.run(score_records, service, model, [record], ticket.include, "score")
+    return finish_answer(answers[0], record, model, request_id)
+
+
+def score_batch_items(
+    service: Service, model: LoadedModel, batch: BatchRequest, request_id: str
+) -> dict[str, Any]:
+    """Validate every item, score the valid ones in one call, answer in input order."""
+    items: list[dict[str, Any] | None] = [None] * len(batch.tickets)
+    records: list[dict[str, Any]] = []
+    positions: list[int] = []
+    for index, raw in enumerate(batch.tickets):
+        try:
+            ticket = TicketIn.model_validate(raw)
+        except ValidationError as exc:
+            errors = field_errors(exc.errors(), prefix=("tickets", index))
+        else:
+            errors = limit_errors(ticket, service.settings, prefix=("tickets", index))
+        if errors:
+            items[index] = {"index": index, "status": "invalid", "errors": errors}
+            continue
+        records.append(ticket.as_record())
+        positions.append(index)
+
+    answers = score_records(service, model, records, batch.include, "batch")
+    for index, record, answer in zip(positions, records, answers):
+        items[index] = {
+            "index": index,
+            "status": "scored",
+            "answer": finish_answer(answer, record, model, request_id),
+        }
+    invalid = len(batch.tickets) - len(records)
+    service.metrics.batch_size.observe(len(batch.tickets))
+    service.metrics.invalid_items.inc(invalid)
+    return {
+        "request_id": request_id,
+        "model": model.ref(),
+        "scored": len(records),
+        "invalid": invalid,
+        "items": items,
+    }
+
+
+@router.post(
+    "/score/batch",
+    response_model=BatchResponse,
+    summary="Score up to 1,000 tickets; an invalid ticket gets its own error entry.",
+)
+async def score_batch(
+    batch: BatchRequest, request: Request, service: Service = Depends(get_service)
+):
+    """Score a batch; answers keep the input order, invalid items carry their errors."""
+    request_id = request_id_of(request)
+    limit = service.settings.max_batch
+    if len(batch.tickets) > limit:
+        return invalid_request(
+            request_id,
+            [
+                {
+                    "field": "tickets",
+                    "message": f"the batch has {len(batch.tickets)} tickets; the limit is "
+                    f"{limit}; split it into smaller batches",
+                    "type": "too_long",
+                }
+            ],
+        )
+    model = service.require_model()
+    return await service.run(score_batch_items, service, model, batch, request_id)
+
+
+__all__ = ["ERROR_RESPONSES", "limit_errors", "router", "score_records"]
