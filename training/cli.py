@@ -207,5 +207,131 @@ def score_for_report(model_uri: str, tickets):
     return scored
 
 
+TRACKING_URI = click.option(
+    "--tracking-uri", default=None,
+    help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.",
+)
+MODEL_NAME = click.option("--model-name", default="ticket-triage", show_default=True,
+                          help="Registered model name in MLflow.")
+
+
+@main.command("retrain")
+@DATA
+@MAPPING
+@click.option("--feedback", "feedback_url", metavar="DB_URL", default=None,
+              help="Feedback store URL; the labels operators chose replace the export's.")
+@click.option("--window-months", type=click.IntRange(min=1), default=12, show_default=True,
+              help="Months before the newest month that the challenger trains on.")
+@MODEL_NAME
+@click.option("--max-f1-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Largest allowed fall of macro-F1 against the champion.")
+@click.option("--max-recall-drop", type=click.FloatRange(0, 1), default=0.10, show_default=True,
+              help="Largest allowed fall of any class's recall.")
+@click.option("--max-calibration-rise", type=click.FloatRange(0, 1), default=0.02,
+              show_default=True, help="Largest allowed rise of expected calibration error.")
+@click.option("--min-class-support", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Classes with fewer evaluation tickets are not judged by the recall rule.")
+@click.option("--min-rows", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Targets with fewer evaluation tickets are reported but not judged.")
+@click.option("--gate-target", "gate_targets", multiple=True, metavar="TARGET",
+              help="Target the gate judges; repeat for several (default: every classifier).")
+@click.option("--dry-run", is_flag=True,
+              help="Train, compare and log the run, but register no version and move no alias.")
+@click.option("--fail-on-reject", is_flag=True,
+              help="Exit with status 1 when the gate rejects the challenger.")
+@click.option("--force", is_flag=True,
+              help="Retrain even if the newest month already has a registered version.")
+@click.option("--trees", type=click.IntRange(min=1), default=None,
+              help="Boosting rounds per target (LightGBM n_estimators); default: the product's setting.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Threads for LightGBM.")
+@TRACKING_URI
+@click.pass_context
+def retrain_command(ctx, data, mapping, feedback_url, window_months, model_name, max_f1_drop,
+                    max_recall_drop, max_calibration_rise, min_class_support, min_rows,
+                    gate_targets, dry_run, fail_on_reject, force, trees, seed, jobs,
+                    tracking_uri):
+    """Train a challenger on the months before the newest one, compare it with the
+    champion on the newest month, and promote it if it passes the gate."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from features.loading import RowError
+    from features.mapping import MappingError
+
+    from .gate import GateConfig
+    from .retrain import retrain, summary_lines
+
+    gate = GateConfig(
+        max_f1_drop=max_f1_drop, max_recall_drop=max_recall_drop,
+        max_calibration_increase=max_calibration_rise, min_class_support=min_class_support,
+        min_rows=min_rows, targets=tuple(gate_targets) or None,
+    )
+    try:
+        result = retrain(
+            data, mapping, model_name=model_name, window_months=window_months,
+            feedback_url=feedback_url, gate=gate, dry_run=dry_run, force=force, seed=seed,
+            n_jobs=jobs, params={"n_estimators": trees} if trees else None,
+            tracking_uri=tracking_uri,
+        )
+    except (MappingError, RowError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (FileNotFoundError, SQLAlchemyError) as exc:
+        if feedback_url is None:
+            raise
+        raise click.ClickException(f"reading feedback from --feedback failed: {exc}") from exc
+    for line in summary_lines(result):
+        click.echo(line)
+    if fail_on_reject and result.rejected:
+        ctx.exit(1)
+
+
+@main.command("promote")
+@click.argument("version")
+@MODEL_NAME
+@click.option("--reason", default=None, help="Why, recorded in the version's tags.")
+@TRACKING_URI
+def promote_command(version, model_name, reason, tracking_uri):
+    """Make VERSION the champion; the current champion becomes previous."""
+    import mlflow
+
+    from models.registry_io import tracking_uri as default_uri
+
+    from .aliases import AliasError, promote
+
+    mlflow.set_tracking_uri(tracking_uri or default_uri())
+    try:
+        change = promote(model_name, version, action=f"promote: {reason or 'by hand'}")
+    except AliasError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{model_name}: champion is version {change.champion}; "
+        f"previous is version {change.previous or 'none'}"
+    )
+
+
+@main.command("rollback")
+@MODEL_NAME
+@click.option("--reason", default=None, help="Why, recorded in the version's tags.")
+@TRACKING_URI
+def rollback_command(model_name, reason, tracking_uri):
+    """Move champion back to the previous version."""
+    import mlflow
+
+    from models.registry_io import tracking_uri as default_uri
+
+    from .aliases import AliasError, rollback
+
+    mlflow.set_tracking_uri(tracking_uri or default_uri())
+    try:
+        change = rollback(model_name, action=f"rollback: {reason or 'by hand'}")
+    except AliasError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{model_name}: champion rolled back from version {change.replaced} to "
+        f"{change.champion}; previous is version {change.previous or 'none'}"
+    )
+
+
 if __name__ == "__main__":
     main()
