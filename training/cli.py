@@ -135,10 +135,20 @@ def train_command(data, mapping, strict, model_name, eval_fraction, seed, jobs, 
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
               help="TCP port to bind.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes; each loads the model once.")
-def serve_command(model_uri, bundle_dir, host, port, workers):
+              help="Worker processes; each loads jieba and the model once.")
+@click.option("--scoring-threads", type=click.IntRange(min=1), default=None,
+              help="Threads per worker that run scoring off the event loop "
+              "(default: CPU cores / workers; $TRIAGE_SCORING_THREADS).")
+@click.option("--onnx-threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime intra-op threads per session run (default 1; "
+              "$TRIAGE_ONNX_THREADS).")
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="Log one line per request.")
+def serve_command(model_uri, bundle_dir, host, port, workers, scoring_threads, onnx_threads,
+                  access_log):
     """Start the scoring API and intake page."""
     import os
+    import tempfile
 
     import uvicorn
 
@@ -146,8 +156,18 @@ def serve_command(model_uri, bundle_dir, host, port, workers):
         os.environ["TRIAGE_MODEL_URI"] = model_uri
     if bundle_dir:
         os.environ["TRIAGE_BUNDLE_DIR"] = str(Path(bundle_dir).resolve())
+    if scoring_threads:
+        os.environ["TRIAGE_SCORING_THREADS"] = str(scoring_threads)
+    if onnx_threads:
+        os.environ["TRIAGE_ONNX_THREADS"] = str(onnx_threads)
+    # Workers read this to size their thread pools for the machine's cores.
+    os.environ["TRIAGE_WORKERS"] = str(workers)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers write their metrics here, so /metrics on any of them sums all.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="triage-metrics-")
     uvicorn.run(
         "serving.main:app", host=host, port=port, workers=workers, log_level="info",
+        access_log=access_log,
     )
 
 
