@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from .schema import CANONICAL_FIELDS, SOURCE_LINE
 logger = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES = (".csv", ".xlsx", ".xls", ".parquet")
+# Rows per chunk when an export is read in pieces (training and batch scoring).
+DEFAULT_CHUNK_ROWS = 100_000
 
 
 class RowError(ValueError):
@@ -75,6 +78,15 @@ def read_export(path: str | Path) -> pd.DataFrame:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    return next(_iter_csv(path, chunk_rows=None))
+
+
+def _iter_csv(path: Path, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    """Yield frames of ``chunk_rows`` records (all records when None).
+
+    The first frame is yielded even when the file has no records, so a caller
+    always sees the header.
+    """
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
         try:
@@ -84,6 +96,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         rows: list[list[str]] = []
         lines: list[int] = []
         bad: list[tuple[int, int]] = []
+        yielded = False
         start = reader.line_num + 1
         for row in reader:
             if len(row) == len(header):
@@ -92,12 +105,79 @@ def _read_csv(path: Path) -> pd.DataFrame:
             elif any(cell.strip() for cell in row):
                 bad.append((start, len(row)))
             start = reader.line_num + 1
+            if chunk_rows is not None and len(rows) >= chunk_rows:
+                yield _csv_frame(header, rows, lines, bad)
+                rows, lines, bad = [], [], []
+                yielded = True
+        if rows or bad or not yielded:
+            yield _csv_frame(header, rows, lines, bad)
+
+
+def _csv_frame(
+    header: list[str], rows: list[list[str]], lines: list[int], bad: list[tuple[int, int]]
+) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=header, dtype=object)
     frame[SOURCE_LINE] = np.asarray(lines, dtype=np.int64)
     frame.attrs["malformed"] = [
         RejectedRow(line, None, f"malformed row: {n} fields, header has {len(header)}")
         for line, n in bad
     ]
+    return frame
+
+
+def iter_export(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """Read an export in frames of ``chunk_rows`` rows, each with ``source_line``.
+
+    Parquet is read batch by batch across row groups and CSV record by record, so
+    memory holds one chunk at a time. Line numbers are those :func:`read_export`
+    gives. Excel files are read whole and then cut, because openpyxl has no
+    streaming reader that pandas uses. A CSV chunk counts well-formed records,
+    and its malformed ones are in ``frame.attrs["malformed"]``.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"export {path} not found")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        yield from _iter_csv(path, chunk_rows)
+    elif suffix == ".parquet":
+        yield from _iter_parquet(path, chunk_rows)
+    else:
+        frame = read_export(path)
+        for begin in range(0, max(len(frame), 1), chunk_rows):
+            yield frame.iloc[begin : begin + chunk_rows].reset_index(drop=True)
+
+
+def _iter_parquet(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(path)
+    pending: list = []
+    pending_rows = 0
+    first_line = 1
+    # Batches are regrouped so that every chunk but the last has exactly
+    # chunk_rows rows whatever the file's row groups are; a rerun then sees the
+    # same chunks.
+    for batch in source.iter_batches(batch_size=chunk_rows):
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        while pending_rows >= chunk_rows:
+            table = pa.Table.from_batches(pending)
+            chunk, rest = table.slice(0, chunk_rows), table.slice(chunk_rows)
+            yield _parquet_frame(chunk, first_line)
+            first_line += chunk_rows
+            pending, pending_rows = rest.to_batches(), rest.num_rows
+    if pending_rows or first_line == 1:
+        table = pa.Table.from_batches(pending, schema=source.schema_arrow)
+        yield _parquet_frame(table, first_line)
+
+
+def _parquet_frame(table, first_line: int) -> pd.DataFrame:
+    frame = table.to_pandas()
+    frame[SOURCE_LINE] = np.arange(first_line, first_line + len(frame), dtype=np.int64)
     return frame
 
 
@@ -173,9 +253,17 @@ def _map_label(values: pd.Series, target: TargetSpec, nulls: frozenset[str]) -> 
 
 
 def apply_mapping(
-    frame: pd.DataFrame, mapping: Mapping, source: str = "export", strict: bool = False
+    frame: pd.DataFrame,
+    mapping: Mapping,
+    source: str = "export",
+    strict: bool = False,
+    unique_ids: bool = True,
 ) -> LoadResult:
-    """Turn a raw export into canonical tickets; rows that cannot be used are reported."""
+    """Turn a raw export into canonical tickets; rows that cannot be used are reported.
+
+    With ``unique_ids`` a repeated ticket id rejects every row after the first;
+    batch scoring turns it off, because it answers each row as it comes.
+    """
     _check_columns(frame, mapping, source)
     nulls = mapping.null_values
     rejected: list[RejectedRow] = list(frame.attrs.get("malformed", []))
@@ -217,7 +305,7 @@ def apply_mapping(
     out[SOURCE_LINE] = frame[SOURCE_LINE].to_numpy()
 
     keep = np.ones(len(out), dtype=bool)
-    reasons = _row_problems(frame, out, mapping)
+    reasons = _row_problems(frame, out, mapping, unique_ids)
     for position, reason in reasons:
         row = out.iloc[position]
         item = RejectedRow(int(row[SOURCE_LINE]), row["ticket_id"] or None, reason)
@@ -245,7 +333,9 @@ def apply_mapping(
     )
 
 
-def _row_problems(frame: pd.DataFrame, out: pd.DataFrame, mapping: Mapping) -> list[tuple[int, str]]:
+def _row_problems(
+    frame: pd.DataFrame, out: pd.DataFrame, mapping: Mapping, unique_ids: bool = True
+) -> list[tuple[int, str]]:
     """Return (position, reason) for each row that cannot be used, first reason only."""
     problems: dict[int, str] = {}
     id_column = mapping.fields["ticket_id"][0]
@@ -266,6 +356,8 @@ def _row_problems(frame: pd.DataFrame, out: pd.DataFrame, mapping: Mapping) -> l
         )
         problems.setdefault(int(pos), reason)
 
+    if not unique_ids:
+        return sorted(problems.items())
     ids = out["ticket_id"]
     duplicated = np.flatnonzero((ids.duplicated(keep="first") & (ids != "")).to_numpy())
     first_line = dict(zip(ids[~ids.duplicated(keep="first")], out[SOURCE_LINE][~ids.duplicated(keep="first")]))
@@ -277,14 +369,73 @@ def _row_problems(frame: pd.DataFrame, out: pd.DataFrame, mapping: Mapping) -> l
     return sorted(problems.items())
 
 
-def load_tickets(
-    path: str | Path, mapping: Mapping | str | Path | None = None, strict: bool = False
-) -> LoadResult:
-    """Read an export through a mapping (the canonical one by default)."""
+def iter_tickets(
+    path: str | Path,
+    mapping: Mapping | str | Path | None = None,
+    strict: bool = False,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    unique_ids: bool = True,
+) -> Iterator[LoadResult]:
+    """Read an export through a mapping one chunk at a time (see :func:`iter_export`).
+
+    With ``unique_ids`` a ticket id already read in an earlier chunk rejects the
+    row, with the same reason as a repeat inside one chunk, so the chunks
+    together reject what :func:`load_tickets` rejects.
+    """
     if not isinstance(mapping, Mapping):
         mapping = load_mapping(mapping)
-    frame = read_export(path)
-    result = apply_mapping(frame, mapping, source=Path(path).name, strict=strict)
+    source = Path(path).name
+    first_lines: dict[str, int] = {}
+    for frame in iter_export(path, chunk_rows):
+        result = apply_mapping(frame, mapping, source=source, strict=strict, unique_ids=unique_ids)
+        if unique_ids:
+            result = _reject_seen_ids(result, first_lines, source, strict)
+        yield result
+
+
+def _reject_seen_ids(
+    result: LoadResult, first_lines: dict[str, int], source: str, strict: bool
+) -> LoadResult:
+    """Drop tickets whose id an earlier chunk had, then remember this chunk's ids."""
+    tickets = result.tickets
+    ids = tickets["ticket_id"].to_numpy(dtype=object)
+    lines = tickets[SOURCE_LINE].to_numpy()
+    seen = np.fromiter((i in first_lines for i in ids), dtype=bool, count=len(ids))
+    for position in np.flatnonzero(seen):
+        item = RejectedRow(
+            int(lines[position]),
+            ids[position],
+            f"duplicate ticket id: {ids[position]!r} already read at line "
+            f"{first_lines[ids[position]]}",
+        )
+        if strict:
+            raise RowError(f"{source} line {item.line}: {item.reason}")
+        result.rejected.append(item)
+    if seen.any():
+        result.tickets = tickets[~seen].reset_index(drop=True)
+        result.rejected.sort(key=lambda r: r.line)
+    first_lines.update(zip(ids[~seen].tolist(), lines[~seen].tolist()))
+    return result
+
+
+def load_tickets(
+    path: str | Path,
+    mapping: Mapping | str | Path | None = None,
+    strict: bool = False,
+    chunk_rows: int | None = None,
+) -> LoadResult:
+    """Read an export through a mapping (the canonical one by default).
+
+    With ``chunk_rows`` the export is read and mapped in chunks of that many rows
+    (:func:`iter_tickets`), so the raw export is never in memory whole.
+    """
+    if not isinstance(mapping, Mapping):
+        mapping = load_mapping(mapping)
+    if chunk_rows is None:
+        frame = read_export(path)
+        result = apply_mapping(frame, mapping, source=Path(path).name, strict=strict)
+    else:
+        result = _merge_results(list(iter_tickets(path, mapping, strict, chunk_rows)))
     logger.info(
         "read %d rows from %s: %d used, %d rejected",
         result.rows_read,
@@ -295,11 +446,29 @@ def load_tickets(
     return result
 
 
+def _merge_results(parts: list[LoadResult]) -> LoadResult:
+    label_issues: dict[str, Counter] = {}
+    for part in parts:
+        for name, counter in part.label_issues.items():
+            label_issues.setdefault(name, Counter()).update(counter)
+    tickets = pd.concat([part.tickets for part in parts], ignore_index=True)
+    return LoadResult(
+        tickets=tickets,
+        mapping=parts[0].mapping,
+        rows_read=sum(part.rows_read for part in parts),
+        rejected=[row for part in parts for row in part.rejected],
+        label_issues=label_issues,
+    )
+
+
 __all__ = [
+    "DEFAULT_CHUNK_ROWS",
     "LoadResult",
     "RejectedRow",
     "RowError",
     "apply_mapping",
+    "iter_export",
+    "iter_tickets",
     "load_tickets",
     "read_export",
 ]
