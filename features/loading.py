@@ -159,7 +159,7 @@ def _iter_parquet(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     pending_rows = 0
     first_line = 1
     # Batches are regrouped so that every chunk but the last has exactly
-    # chunk_rows rows whatever the file's row groups are; a rerun then sees the
+    # chunk_rows rows whatever the file's row groups are; a rerun then reads the
     # same chunks.
     for batch in source.iter_batches(batch_size=chunk_rows):
         pending.append(batch)
@@ -262,7 +262,7 @@ def apply_mapping(
     """Turn a raw export into canonical tickets; rows that cannot be used are reported.
 
     With ``unique_ids`` a repeated ticket id rejects every row after the first;
-    batch scoring turns it off, because it answers each row as it comes.
+    batch scoring turns it off, because it scores each row on its own.
     """
     _check_columns(frame, mapping, source)
     nulls = mapping.null_values
