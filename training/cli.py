@@ -84,8 +84,12 @@ STRICT = click.option("--strict", is_flag=True, help="Stop at the first unusable
 @click.option("--feedback", "feedback_url", metavar="DB_URL", default=None,
               help="Feedback store URL (e.g. sqlite:///triage-feedback.db); the labels "
               "operators chose replace the export's for the same ticket ids.")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Train on this machine, or on the Dask cluster at --scheduler.")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="Dask scheduler address (tcp://host:8786) for --engine dask.")
 def train_command(data, mapping, strict, model_name, eval_fraction, seed, jobs, tracking_uri,
-                  no_register, feedback_url):
+                  no_register, feedback_url, engine, scheduler):
     """Train every target of the mapping, check ONNX parity and register the bundle."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -98,7 +102,7 @@ def train_command(data, mapping, strict, model_name, eval_fraction, seed, jobs, 
         result = train(
             data, mapping, model_name=model_name, eval_fraction=eval_fraction, seed=seed,
             strict=strict, n_jobs=jobs, tracking_uri=tracking_uri, register=not no_register,
-            feedback=feedback_url,
+            feedback=feedback_url, engine=engine, scheduler=scheduler,
         )
     except (MappingError, RowError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -350,6 +354,49 @@ def rollback_command(model_name, reason, tracking_uri):
     click.echo(
         f"{model_name}: champion rolled back from version {change.replaced} to "
         f"{change.champion}; previous is version {change.previous or 'none'}"
+    )
+
+
+@main.command("score-batch")
+@DATA
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output file, .parquet or .csv; parts are kept in <out>.parts until done.")
+@click.option("--model", "model_uri", default=None,
+              help="Registry URI (models:/ticket-triage@champion) or bundle folder "
+              "(default $TRIAGE_MODEL_URI, else models:/ticket-triage@champion).")
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None,
+              help="Mapping file for the export; default the mapping recorded in the bundle.")
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=50_000, show_default=True,
+              help="Rows per part; a rerun skips the parts already written.")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Score in local processes, or on the Dask cluster at --scheduler.")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="Dask scheduler address (tcp://host:8786) for --engine dask.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Local worker processes (default one per core).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing output and parts left by another run.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def score_batch_command(data, out, model_uri, mapping, chunk_rows, engine, scheduler, workers,
+                        overwrite, no_progress):
+    """Score every row of an export; rows that cannot be scored get an error column."""
+    from features.mapping import MappingError
+    from models.bundle import BundleError
+
+    from .score_batch import BatchError, score_batch
+
+    try:
+        summary = score_batch(
+            data, out, model_uri, mapping=mapping, chunk_rows=chunk_rows, engine=engine,
+            scheduler=scheduler, workers=workers, overwrite=overwrite, progress=not no_progress,
+        )
+    except (BatchError, BundleError, MappingError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"scored {summary.scored} of {summary.rows} rows into {summary.out} "
+        f"({summary.errors} with errors; {summary.parts} parts, {summary.parts_skipped} "
+        f"reused) in {summary.seconds:.1f} s, {summary.rows_per_second:.0f} rows/s"
     )
 
 

@@ -19,16 +19,17 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from features.inputs import FeatureSpec, feature_frame, ticket_text
-from features.loading import LoadResult, load_tickets
+from features.loading import DEFAULT_CHUNK_ROWS, LoadResult, load_tickets
 from features.mapping import Mapping, TargetSpec
 from features.schema import METADATA_FIELDS, TEXT_FIELDS
 from features.taxonomy import DEFAULT_TAXONOMY
 from features.text import DOMAIN_DICTIONARY, get_tokenizer, token_string
 from models.bundle import TargetEntry, write_manifest
 from models.estimators import DEFAULT_PARAMS, TargetModel, fit_target
-from models.export import check_parity, require_parity, to_onnx
+from models.export import require_parity, to_onnx
 
 from .evaluate import classification_metrics, plot_confusion, regression_metrics
+from .scale import check_parity_in_batches, large_data_params
 from .feedback import merge_feedback
 
 logger = logging.getLogger(__name__)
@@ -101,9 +102,12 @@ def tokenize_texts(texts: list[str], workers: int | None = None, progress: bool 
     size = 5_000
     chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
     out: list[str] = []
-    with mp.get_context("fork").Pool(workers) as pool:
-        for part in tqdm(pool.imap(_tokenize_chunk, chunks), total=len(chunks), desc="tokenise", unit="chunk", disable=not progress):
+    with mp.get_context("fork").Pool(workers) as pool, tqdm(
+        total=len(texts), desc="tokenise", unit="ticket", unit_scale=True, disable=not progress
+    ) as bar:
+        for part in pool.imap(_tokenize_chunk, chunks):
             out.extend(part)
+            bar.update(len(part))
     return out
 
 
@@ -182,7 +186,7 @@ def fit_and_check(
     graph = to_onnx(model, spec)
     check_rows = pd.concat([eval_frame, probes], ignore_index=True)
     ids = list(ticket_ids[evaluation]) + [f"probe-{i}" for i in range(len(probes))]
-    report = check_parity(model, graph, check_rows, row_ids=ids)
+    report = check_parity_in_batches(model, graph, check_rows, ids)
     require_parity(report)
     metrics["parity_max_abs_diff"] = report.max_abs_diff
     return model, graph, metrics, scores
@@ -205,6 +209,8 @@ def train(
     load: LoadResult | None = None,
     eval_mask: np.ndarray | None = None,
     feedback: str | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> TrainResult:
     """Train every target the mapping declares and register the bundle in MLflow.
 
@@ -213,13 +219,28 @@ def train(
     ``eval_fraction`` is ignored. Inside an active MLflow run the training run
     is started as its child. ``feedback`` is the URL of a feedback store whose
     chosen labels replace the export's (see ``training.feedback``).
+
+    ``engine="dask"`` tokenises, counts the vocabulary and fits LightGBM on the
+    Dask cluster at ``scheduler`` (see ``training.dask_engine``); the export
+    is then read in chunks that stay on the workers, and this process keeps
+    only the labels and metadata. From 200,000 training rows on, LightGBM gets
+    the settings of ``training.scale.large_data_params`` unless ``params``
+    names them.
     """
     import mlflow
 
     from . import registry
 
     started = time.perf_counter()
-    load = load or load_tickets(data, mapping, strict=strict)
+    cluster = None
+    if engine == "dask":
+        from .dask_engine import DaskTraining
+
+        cluster = DaskTraining(scheduler, n_jobs=n_jobs)
+        load = cluster.distribute(load) if load else cluster.load(data, mapping, strict)
+    elif engine != "local":
+        raise ValueError(f"engine {engine!r} is unknown; expected local or dask")
+    load = load or load_tickets(data, mapping, strict=strict, chunk_rows=DEFAULT_CHUNK_ROWS)
     merged = merge_feedback(load, feedback, model_name) if feedback else None
     if merged is not None:
         load = merged.load
@@ -234,10 +255,15 @@ def train(
             "pass one boolean per ticket"
         )
     spec = intake_spec(load.mapping)
-    texts = [ticket_text(r, spec) for r in tickets[list(spec.text_fields)].to_dict("records")]
-    tokens = tokenize_texts(texts, progress=progress)
-    frame = feature_frame(tickets, spec, tokens=tokens)
+    if cluster is not None:
+        cluster.prepare(spec)
+        frame = None
+    else:
+        texts = [ticket_text(r, spec) for r in tickets[list(spec.text_fields)].to_dict("records")]
+        frame = feature_frame(tickets, spec, tokens=tokenize_texts(texts, progress=progress))
+        del texts
     probes = feature_frame(probe_frame(tickets, spec), spec)
+    fit = cluster.fit_and_check if cluster is not None else fit_and_check
 
     registry.setup_tracking(tracking_uri, experiment or registry.DEFAULT_EXPERIMENT)
     bundle_dir = Path(tempfile.mkdtemp(prefix="triage-train-")) / "bundle"
@@ -273,9 +299,10 @@ def train(
             if train_rows.sum() < 5:
                 logger.warning("target %s: only %d labelled training rows, skipped", target.name, int(train_rows.sum()))
                 continue
-            model, graph, target_metrics, scores = fit_and_check(
+            target_params = large_data_params(int(train_rows.sum()), params)
+            model, graph, target_metrics, scores = fit(
                 target, frame, y, train_rows, eval_rows, spec, probes,
-                seed, n_jobs, params, ticket_ids,
+                seed, n_jobs, target_params, ticket_ids,
             )
             fitted[target.name] = model
             target_metrics["train_rows"] = int(train_rows.sum())
@@ -316,6 +343,8 @@ def train(
             mlflow.set_tag("registered_version", version)
         run_id = run.info.run_id
 
+    if cluster is not None:
+        cluster.close()
     logger.info("training took %.1f s", time.perf_counter() - started)
     return TrainResult(
         run_id=run_id,
