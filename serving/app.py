@@ -34,6 +34,22 @@ logger = logging.getLogger(__name__)
 RETRY_WITHOUT_MODEL_SECONDS = 5.0
 
 
+def configure_logging(level: str) -> None:
+    """Send the service's log lines to standard error unless logging is set up.
+
+    ``triage`` configures logging in its own process, but uvicorn workers and
+    ``uvicorn serving.main:app`` start with only uvicorn's loggers configured.
+    """
+    if logging.getLogger().handlers:
+        return
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def build_service(settings: Settings) -> Service:
     state = ModelState()
     metrics = ServiceMetrics()
@@ -75,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        configure_logging(settings.log_level)
         describe_auth(service.client_keys, service.admin_keys)
         # jieba's dictionary and the ONNX sessions load once per process, here.
         await asyncio.to_thread(get_tokenizer)
@@ -92,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await polling
             service.executor.shutdown(wait=False, cancel_futures=True)
+            if service.state.model is not None:
+                service.state.model.discard_download()
 
     app = FastAPI(
         title="Ticket triage",
@@ -123,19 +142,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def document_security(app: FastAPI) -> dict:
-    """The OpenAPI document, with the API key schemes on every closed operation."""
+    """The OpenAPI document with the API key schemes and the shared error answers.
+
+    Every closed operation lists both key schemes and the 401 answer; every
+    operation that takes parameters or a body lists the JSON error shape of
+    ``serving/errors.py`` in place of FastAPI's default validation error.
+    """
+ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
+
+# Errors the middleware and handlers give on any operation with a JSON body.
+BODY_ERRORS = {
+    "400": "The body is not valid UTF-8.",
+    "413": "The body is larger than the limit.",
+    "415": "The body is not JSON, or declares a charset other than UTF-8.",
+    "422": "A field is invalid; errors names each one.",
+}
+
+
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
-    schema.setdefault("components", {})["securitySchemes"] = {
+    components = schema.setdefault("components", {})
+    components["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer"},
         "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     }
     open_paths = OPEN_PATHS | DOCS_PATHS
     for path, operations_by_method in schema.get("paths", {}).items():
         for operation in operations_by_method.values():
-            operation["security"] = [] if path in open_paths else [{"bearer": []}, {"apiKey": []}]
+            responses = operation.setdefault("responses", {})
+            if path in open_paths:
+                operation["security"] = []
+            else:
+                operation["security"] = [{"bearer": []}, {"apiKey": []}]
+                responses.setdefault("401", _error_response("The API key is missing or invalid."))
+            errors = BODY_ERRORS if "requestBody" in operation else {}
+            if "422" in responses or operation.get("parameters"):
+                errors = {**errors, "422": BODY_ERRORS["422"]}
+            for status, description in errors.items():
+                responses[status] = _error_response(description)
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.get("schemas", {}).pop(name, None)
     app.openapi_schema = schema
     return schema
+
+
+def _error_response(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}

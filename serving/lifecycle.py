@@ -120,8 +120,15 @@ class RegistrySource(ModelSource):
         try:
             folder = download_bundle(f"models:/{ref.name}/{ref.version}", root)
             return load_bundle(
-                folder, threads, version=ref.version, alias=ref.alias, source=self.uri,
-                identity=ref.identity, run_id=ref.run_id, download_root=root,
+                folder,
+                threads,
+                name=ref.name,
+                version=ref.version,
+                alias=ref.alias,
+                source=self.uri,
+                identity=ref.identity,
+                run_id=ref.run_id,
+                download_root=root,
             )
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)

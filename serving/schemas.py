@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SkipValidation,
@@ -20,12 +20,14 @@ from pydantic_core import PydanticCustomError
 from features.schema import CANONICAL_FIELDS
 
 
-def reject_lone_surrogates(value: str) -> str:
+def reject_lone_surrogates(value: Any) -> Any:
     """Raise a validation error for text with a lone UTF-16 surrogate (``"\\ud800"``).
 
     JSON escapes can encode such code points, but they are not Unicode text: they
     cannot be encoded as UTF-8 for the tokenizer, the ONNX graphs or the answer.
     """
+    if not isinstance(value, str):
+        return value  # the str validation that follows reports the wrong type
     for index, char in enumerate(value):
         if "\ud800" <= char <= "\udfff":
             raise PydanticCustomError(
@@ -38,7 +40,9 @@ def reject_lone_surrogates(value: str) -> str:
 
 
 # Unicode text without lone surrogates; every string field of a request uses it.
-Text = Annotated[str, AfterValidator(reject_lone_surrogates)]
+# The check runs before pydantic's own, which would reject the text with a vaguer
+# message when the field has a length constraint.
+Text = Annotated[str, BeforeValidator(reject_lone_surrogates)]
 ExtraName = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)
 ]
@@ -128,8 +132,64 @@ class Label(BaseModel):
     probability: float
 
 
+class SimilarTicket(BaseModel):
+    """A closed ticket similar to the scored one."""
+
+    ticket_id: str
+    similarity: float = Field(description="Cosine similarity of the two tickets, 0 to 1.")
+    root_cause: str | None = Field(None, description="Root cause recorded at closure.")
+    category: str | None = None
+    notes: str = Field("", description="Start of the closure notes.")
+    handling_hours: float | None = None
+    created_at: str | None = None
+    closed_at: str | None = None
+    system: str | None = None
+
+
+class Recurrence(BaseModel):
+    """The recent closed ticket on the same system that this ticket repeats."""
+
+    ticket_id: str
+    similarity: float
+    closed_at: str | None = None
+    days_since_closed: float = Field(
+        description="Days from its closing to this ticket's creation; negative while "
+        "it was still open."
+    )
+
+
+class WordReason(BaseModel):
+    token: str
+    weight: float = Field(description="Drop in the top class's probability without the word.")
+
+
+class MetadataReason(BaseModel):
+    field: str
+    value: str
+    weight: float = Field(description="Drop in the top class's probability without the value.")
+
+
+class Reasons(BaseModel):
+    """The inputs that moved the top category most; positive weights pushed towards it."""
+
+    target: str
+    code: str
+    probability: float
+    words: list[WordReason] = Field(default_factory=list)
+    metadata: list[MetadataReason] = Field(default_factory=list)
+
+
 class RootCause(Label):
     measures: list[str] = Field(default_factory=list, description="Recommended measures.")
+    score: float | None = Field(
+        None, description="Combined score of the model and similar tickets (with similar)."
+    )
+    neighbour_share: float | None = Field(
+        None, description="Similarity-weighted share of similar tickets with this cause."
+    )
+    evidence: list[SimilarTicket] = Field(
+        default_factory=list, description="Similar closed tickets with this cause."
+    )
 
 
 class Escalation(BaseModel):
@@ -166,6 +226,13 @@ class ScoreResponse(BaseModel):
     targets: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Every target the model declares."
     )
+    similar: list[SimilarTicket] | None = Field(
+        None, description="Most similar closed tickets (include similar)."
+    )
+    possible_recurrence: Recurrence | None = Field(
+        None, description="Set when the ticket repeats a recent one (include similar)."
+    )
+    reasons: Reasons | None = Field(None, description="Reasons (include reasons).")
     model: ModelRef
 
 

@@ -81,8 +81,8 @@ class Settings(BaseSettings):
     public_docs: bool = False
     """Serve ``/docs`` and ``/openapi.json`` without a key even when keys are set."""
 
-    access_log: bool = True
-    """Log one line per request (uvicorn's access log)."""
+    log_level: str = "INFO"
+    """Level of the service's own log lines when nothing else configured logging."""
 
     # Feedback store.
     feedback_db_url: str = "sqlite:///triage-feedback.db"

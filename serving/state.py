@@ -118,6 +118,7 @@ def load_bundle(
     folder: str | Path,
     threads: int,
     *,
+    name: str | None = None,
     version: str | None = None,
     alias: str | None = None,
     source: str | None = None,
@@ -126,6 +127,9 @@ def load_bundle(
     download_root: Path | None = None,
 ) -> LoadedModel:
     """Load a bundle folder (verifying its hashes), self-test it and return the model.
+
+    ``name`` defaults to the name in the manifest, which is the name the model was
+    trained under; a registry source passes the registered name instead.
 
     Raises BundleError when a file does not match the manifest, the ONNX graphs do
     not load or the self-test fails.
@@ -142,7 +146,7 @@ def load_bundle(
     self_test(scorer)
     model = LoadedModel(
         scorer=scorer,
-        name=scorer.name,
+        name=name or scorer.name,
         version=version if version is not None else scorer.manifest.get("version"),
         alias=alias,
         trained_at=scorer.manifest.get("created_at"),
