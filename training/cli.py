@@ -129,6 +129,138 @@ def train_command(data, mapping, strict, model_name, eval_fraction, seed, jobs, 
     click.echo(f"run {result.run_id}; model {result.model_name} {version}")
 
 
+@main.command("evaluate")
+@DATA
+@MAPPING
+@click.option("--cv", "folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Number of cross-validation folds.")
+@click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Repetitions of stratified K-fold, each with other folds; "
+              "time-based splits run once.")
+@click.option("--mode", type=click.Choice(["intake", "closure"]), default="intake",
+              show_default=True,
+              help="intake: fields known at registration; closure: adds the closure notes.")
+@click.option("--target", "targets", multiple=True,
+              help="Target to evaluate (repeatable); default every target of the mapping.")
+@click.option("--split", "strategy", type=click.Choice(["auto", "stratified", "time"]),
+              default="auto", show_default=True,
+              help="Fold scheme; auto is stratified under 5,000 labelled tickets, "
+              "time-based from there.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed of the folds and the models.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads per LightGBM fit.")
+@click.option("--variant", "variant_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None,
+              help="JSON file with the model settings to evaluate: params, features, class_weight.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also copy the tables and plots into this folder.")
+def evaluate_command(data, mapping, folds, repeats, mode, targets, strategy, seed, jobs,
+                     variant_file, tracking_uri, out_dir):
+    """Cross-validate the model against majority and TF-IDF + logistic regression baselines."""
+    import shutil
+
+    from features.loading import RowError
+    from features.mapping import MappingError
+
+    from .evaluate_cv import Variant, evaluate, format_report
+
+    try:
+        variant = Variant.from_file(variant_file) if variant_file else None
+        result = evaluate(
+            data, mapping, folds=folds, repeats=repeats, mode=mode,
+            targets=list(targets) or None, strategy=strategy, seed=seed, n_jobs=jobs,
+            variant=variant, tracking_uri=tracking_uri,
+        )
+    except (MappingError, RowError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_report(result))
+    if out_dir is not None:
+        shutil.copytree(result.artifacts_dir, out_dir, dirs_exist_ok=True)
+        click.echo(f"tables and plots in {out_dir}")
+
+
+@main.command("tune")
+@DATA
+@MAPPING
+@click.option("--target", default="category", show_default=True, help="Target to tune.")
+@click.option("--mode", type=click.Choice(["intake", "closure"]), default="intake",
+              show_default=True, help="Which fields the model reads.")
+@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Number of Optuna trials.")
+@click.option("--cv", "folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Cross-validation folds per trial.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=None,
+              help="Stop starting new trials after this many seconds.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the best variant as JSON, for `triage evaluate --variant`.")
+def tune_command(data, mapping, target, mode, trials, folds, seed, timeout, tracking_uri, out):
+    """Search LightGBM and feature settings with Optuna; each trial is an MLflow child run."""
+    import json
+
+    from features.mapping import MappingError
+
+    from .tuning import tune
+
+    try:
+        result = tune(
+            data, mapping, target=target, mode=mode, trials=trials, folds=folds, seed=seed,
+            timeout=timeout, tracking_uri=tracking_uri,
+        )
+    except (MappingError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"best of {result.trials} trials: macro-F1 {result.best_value:.3f} "
+        f"(trial {result.best_trial}); MLflow run {result.run_id}"
+    )
+    click.echo(json.dumps(result.best_variant.to_dict(), ensure_ascii=False, indent=2))
+    if out is not None:
+        out.write_text(json.dumps(result.best_variant.to_dict(), indent=2), encoding="utf-8")
+        click.echo(f"wrote {out}")
+
+
+@main.command("audit")
+@DATA
+@MAPPING
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV file for the flagged tickets.")
+@click.option("--target", default="category", show_default=True,
+              help="Coded label to audit: category or root_cause.")
+@click.option("--model", "model_uri", default=None,
+              help="Use the closure model of this bundle (models:/name@alias or a folder) "
+              "instead of cross-fitted models.")
+@click.option("--precision", type=click.FloatRange(0.5, 1.0), default=0.9, show_default=True,
+              help="Target precision of the per-class thresholds that make a prediction confident.")
+@click.option("--min-probability", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Flag only predictions at least this probable, instead of the thresholds.")
+@click.option("--cv", "folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Folds of the cross-fitted closure models.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+def audit_command(data, mapping, out, target, model_uri, precision, min_probability, folds, seed):
+    """List closed tickets whose coded cause disagrees with a confident closure-mode prediction."""
+    from features.loading import RowError
+    from features.mapping import MappingError
+
+    from .audit import audit
+
+    try:
+        result = audit(
+            data, mapping, out=out, target=target, model_uri=model_uri, precision=precision,
+            min_probability=min_probability, folds=folds, seed=seed,
+        )
+    except (MappingError, RowError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{result.checked} closed tickets checked, {len(result.flagged)} disagree with a "
+        f"confident closure-mode prediction; written to {out}"
+    )
+
+
 @main.command("serve")
 @click.option("--model", "model_uri", default=None,
               help="Registry URI to serve, e.g. models:/ticket-triage@champion "
@@ -245,7 +377,9 @@ MODEL_NAME = click.option("--model-name", default="ticket-triage", show_default=
 @click.option("--feedback", "feedback_url", metavar="DB_URL", default=None,
               help="Feedback store URL; the labels operators chose replace the export's.")
 @click.option("--window-months", type=click.IntRange(min=1), default=12, show_default=True,
-              help="Months before the newest month that the challenger trains on.")
+              help="Months before the evaluation month that the challenger trains on.")
+@click.option("--month", default=None, metavar="YYYY-MM",
+              help="Evaluation month; later tickets are left out (default: the newest month).")
 @MODEL_NAME
 @click.option("--max-f1-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Largest allowed fall of macro-F1 against the champion.")
@@ -265,16 +399,17 @@ MODEL_NAME = click.option("--model-name", default="ticket-triage", show_default=
               help="Exit with status 1 when the gate rejects the challenger.")
 @click.option("--force", is_flag=True,
               help="Retrain even if the newest month already has a registered version.")
-@click.option("--trees", type=click.IntRange(min=1), default=None,
-              help="Boosting rounds per target (LightGBM n_estimators); default: the product's setting.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="LightGBM parameter for every target, e.g. n_estimators=100; repeat for "
+              "several. Values are read as JSON numbers or booleans, else as text.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads for LightGBM.")
 @TRACKING_URI
 @click.pass_context
-def retrain_command(ctx, data, mapping, feedback_url, window_months, model_name, max_f1_drop,
-                    max_recall_drop, max_calibration_rise, min_class_support, min_rows,
-                    gate_targets, dry_run, fail_on_reject, force, trees, seed, jobs,
+def retrain_command(ctx, data, mapping, feedback_url, window_months, month, model_name,
+                    max_f1_drop, max_recall_drop, max_calibration_rise, min_class_support,
+                    min_rows, gate_targets, dry_run, fail_on_reject, force, params, seed, jobs,
                     tracking_uri):
     """Train a challenger on the months before the newest one, compare it with the
     champion on the newest month, and promote it if it passes the gate."""
@@ -293,9 +428,9 @@ def retrain_command(ctx, data, mapping, feedback_url, window_months, model_name,
     )
     try:
         result = retrain(
-            data, mapping, model_name=model_name, window_months=window_months,
+            data, mapping, model_name=model_name, window_months=window_months, month=month,
             feedback_url=feedback_url, gate=gate, dry_run=dry_run, force=force, seed=seed,
-            n_jobs=jobs, params={"n_estimators": trees} if trees else None,
+            n_jobs=jobs, params=parse_params(params),
             tracking_uri=tracking_uri,
         )
     except (MappingError, RowError, ValueError) as exc:
@@ -308,6 +443,22 @@ def retrain_command(ctx, data, mapping, feedback_url, window_months, model_name,
         click.echo(line)
     if fail_on_reject and result.rejected:
         ctx.exit(1)
+
+
+def parse_params(items: tuple[str, ...]) -> dict | None:
+    """Turn ``KEY=VALUE`` options into LightGBM parameters."""
+    import json
+
+    params = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
+        try:
+            params[key] = json.loads(text)
+        except json.JSONDecodeError:
+            params[key] = text
+    return params or None
 
 
 @main.command("promote")

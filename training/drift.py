@@ -231,15 +231,22 @@ def token_drift(
     )
     item.reference_rows = len(reference_tokens)
     item.current_rows = len(current_tokens)
-    movers = sorted(
-        zip(item.bins, item.reference_share, item.current_share),
-        key=lambda row: -abs(row[2] - row[1]),
-    )
-    item.details["largest_changes"] = [
-        {"token": token, "reference_share": r, "current_share": c}
-        for token, r, c in movers[:10]
-        if token != OTHER
+    # Changes are ranked over every token, so a token that is rare in the
+    # reference but common in the new month is listed too.
+    total_reference = max(1, sum(reference.values()))
+    total_current = max(1, sum(current.values()))
+    changes = [
+        {
+            "token": token,
+            "reference_share": reference[token] / total_reference,
+            "current_share": current[token] / total_current,
+        }
+        for token in set(reference) | set(current)
     ]
+    changes.sort(
+        key=lambda c: (-abs(c["current_share"] - c["reference_share"]), c["token"])
+    )
+    item.details["largest_changes"] = changes[:10]
     return item
 
 

@@ -63,6 +63,7 @@ def _header(facts: CardFacts) -> str:
     version = f"version {facts.version}" if facts.version else "unregistered (dry run)"
     manifest = facts.manifest
     window = manifest.get("data_window", {})
+    spec = manifest.get("feature_spec", {})
     lines = [
         f"# Model card: {facts.model_name} {version}",
         "",
@@ -71,8 +72,8 @@ def _header(facts: CardFacts) -> str:
         f"including the evaluation month)",
         f"- Evaluation month: {facts.month}, never seen in training",
         f"- Metrics: {facts.evaluation_source}",
-        f"- Inputs: text fields {', '.join(manifest.get('feature_spec', {}).get('text_fields', []))}; "
-        f"metadata {', '.join(manifest.get('feature_spec', {}).get('categorical', []))}",
+        f"- Inputs: text fields {', '.join(spec.get('text_fields', []))}; "
+        f"metadata {', '.join(spec.get('categorical', []))}",
     ]
     return "\n".join(lines)
 
@@ -250,7 +251,8 @@ def _limits_section(facts: CardFacts) -> str:
             )
     if facts.skipped_targets:
         lines.append(
-            f"- Targets without a model (too few labelled rows): {', '.join(facts.skipped_targets)}."
+            "- Targets without a model (too few labelled rows): "
+            f"{', '.join(facts.skipped_targets)}."
         )
     lines.append(
         "- Intake models read only what is known when a ticket is registered; closure notes "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -56,7 +57,7 @@ HASH_TAG = "data_sha256"
 
 @dataclass(frozen=True)
 class MonthSplit:
-    """The newest month of an export and the rolling window of months before it."""
+    """The evaluation month, the newest one used, and the rolling window before it."""
 
     month: pd.Period
     window_start: pd.Period
@@ -103,8 +104,14 @@ STATUS_REJECTED = "rejected"
 STATUS_DRY_RUN = "dry run"
 
 
-def split_months(tickets: pd.DataFrame, window_months: int) -> MonthSplit:
-    """Take the newest month by creation time and the ``window_months`` months before it."""
+def split_months(
+    tickets: pd.DataFrame, window_months: int, month: str | None = None
+) -> MonthSplit:
+    """Take the evaluation month and the ``window_months`` months before it.
+
+    The evaluation month is ``month`` (``YYYY-MM``) or else the newest month by
+    creation time. Tickets after the evaluation month are left out.
+    """
     if window_months < 1:
         raise ValueError(f"the window must span at least 1 month, got {window_months}")
     months = tickets["created_at"].dt.to_period("M")
@@ -112,7 +119,15 @@ def split_months(tickets: pd.DataFrame, window_months: int) -> MonthSplit:
         raise ValueError(
             "no ticket has a creation time; a monthly retrain needs created_at"
         )
-    month = months.max()
+    if month is None:
+        month = months.max()
+    else:
+        month = _parse_month(month)
+        if not (months == month).any():
+            raise ValueError(
+                f"no tickets created in the evaluation month {month}; the data spans "
+                f"{months.min()} to {months.max()}"
+            )
     start = month - window_months
     end = month - 1
     window = ((months >= start) & (months <= end)).to_numpy()
@@ -120,15 +135,23 @@ def split_months(tickets: pd.DataFrame, window_months: int) -> MonthSplit:
     if not window.any():
         present = ", ".join(str(m) for m in sorted(months.dropna().unique())[-6:])
         raise ValueError(
-            f"no tickets in the training window {start}..{end} before the newest month "
+            f"no tickets in the training window {start}..{end} before the evaluation month "
             f"{month}; the newest months in the data are {present}; widen --window-months "
             "or export more history"
         )
     return MonthSplit(month, start, end, window, newest)
 
 
+def _parse_month(text: str) -> pd.Period:
+    if not re.fullmatch(r"\d{4}-\d{2}", text):
+        raise ValueError(
+            f"invalid month {text!r}; expected YYYY-MM, for example 2016-08"
+        )
+    return pd.Period(text, freq="M")
+
+
 def data_fingerprint(tickets: pd.DataFrame) -> str:
-    """Return the SHA-256 of the canonical tickets, independent of row order and source lines."""
+    """Return the SHA-256 of the canonical tickets, independent of row order."""
     columns = sorted(c for c in tickets.columns if c != SOURCE_LINE)
     ordered = tickets[columns].sort_values("ticket_id", kind="stable")
     text = ordered.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S")
@@ -176,6 +199,7 @@ def retrain(
     *,
     model_name: str = "ticket-triage",
     window_months: int = DEFAULT_WINDOW_MONTHS,
+    month: str | None = None,
     feedback_url: str | None = None,
     gate: GateConfig = GateConfig(),
     dry_run: bool = False,
@@ -188,11 +212,12 @@ def retrain(
     progress: bool = True,
     load: LoadResult | None = None,
 ) -> RetrainResult:
-    """Retrain on the window before the newest month and promote the challenger if it passes.
+    """Retrain on the window before the evaluation month; promote if the gate passes.
 
-    ``dry_run`` trains, compares and logs the run but registers no version and
-    moves no alias. Without ``force``, a month that already has a registered
-    version is skipped.
+    The evaluation month is ``month`` (``YYYY-MM``), by default the newest month
+    of the export. ``dry_run`` trains, compares and logs the run but registers
+    no version and moves no alias. Without ``force``, a month that already has
+    a registered version is skipped.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -200,7 +225,7 @@ def retrain(
     from . import registry
 
     load = load or load_tickets(data, mapping)
-    split = split_months(load.tickets, window_months)
+    split = split_months(load.tickets, window_months, month)
     merged, held_out = None, {}
     if feedback_url:
         merged = merge_feedback(load, feedback_url, model_name)
@@ -209,9 +234,8 @@ def retrain(
     subset = _subset(load, used)
     newest = split.newest[used]
     fingerprint = data_fingerprint(subset.tickets)
-    month = str(split.month)
     result = RetrainResult(
-        model_name, month, split.window_label, fingerprint, STATUS_DRY_RUN
+        model_name, str(split.month), split.window_label, fingerprint, STATUS_DRY_RUN
     )
 
     registry.setup_tracking(tracking_uri, experiment or registry.DEFAULT_EXPERIMENT)
@@ -222,7 +246,7 @@ def retrain(
         client, model_name, registry.CHAMPION
     )
 
-    with mlflow.start_run(run_name=f"retrain {month}") as run:
+    with mlflow.start_run(run_name=f"retrain {result.month}") as run:
         result.run_id = run.info.run_id
         _log_retrain_inputs(
             result, split, subset, newest, gate, window_months, data, dry_run
