@@ -43,6 +43,9 @@ _MASKS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 PLACEHOLDERS = tuple(p for p, _ in _MASKS)
+# Dates, times and ids say when and which, not why: they are left out of the
+# token string, so that adding or changing one cannot change a prediction.
+UNSCORED_PLACEHOLDERS = frozenset({"<date>", "<time>", "<id>"})
 _SPLIT = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS) + ")")
 _WHITESPACE = re.compile(r"\s+")
 
@@ -124,14 +127,19 @@ def tokenize(text: str | None) -> list[str]:
 
 
 def token_string(text: str | None) -> str:
-    """Return the space-separated token string the vectorisers read."""
-    return " ".join([DOC_TOKEN, *tokenize(text)])
+    """Return the space-separated token string the vectorisers read.
+
+    It starts with :data:`DOC_TOKEN` and leaves out :data:`UNSCORED_PLACEHOLDERS`.
+    """
+    tokens = [t for t in tokenize(text) if t not in UNSCORED_PLACEHOLDERS]
+    return " ".join([DOC_TOKEN, *tokens])
 
 
 __all__ = [
     "DOC_TOKEN",
     "DOMAIN_DICTIONARY",
     "PLACEHOLDERS",
+    "UNSCORED_PLACEHOLDERS",
     "get_tokenizer",
     "normalize_text",
     "token_string",
