@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from features.taxonomy import Taxonomy, load_taxonomy
 
+from .errors import invalid_request, request_id_of
 from .feedback import (
     FeedbackConflict,
     FeedbackEntry,
@@ -30,12 +31,22 @@ from .feedback import (
     as_utc,
     utc_now,
 )
+from .schemas import ErrorResponse
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PERIOD = timedelta(days=30)
 REOPEN_SECONDS = 5.0
+
+STORE_UNAVAILABLE = (
+    "The feedback store is unavailable; retry later, with the same request id for "
+    "feedback."
+)
+REQUEST_ID_REUSED = (
+    "The request id was already used for a different feedback entry; send a new "
+    "request id for a new entry."
+)
 
 
 class LabelSet(BaseModel):
@@ -128,8 +139,7 @@ class FeedbackService:
                 self._open()
         if self._store is None:
             raise HTTPException(
-                status_code=503,
-                detail="the feedback store is unavailable; retry with the same request id",
+                status_code=503, detail=STORE_UNAVAILABLE, headers={"Retry-After": "5"}
             )
         return self._store
 
@@ -170,11 +180,16 @@ async def feedback_lifespan(app: FastAPI):
 router = APIRouter(lifespan=feedback_lifespan, tags=["feedback"])
 
 
-def record_scored(app: FastAPI, ticket: BaseModel, response: dict, started: float) -> None:
-    """Queue one scoring response for the scored-ticket log, when the log is on."""
-    service: FeedbackService | None = getattr(app.state, "feedback", None)
+def record_scored(
+    request: Request, ticket: dict[str, Any], response: dict[str, Any], started: float
+) -> None:
+    """Queue one scoring response for the scored-ticket log, when the log is on.
+
+    ``started`` is the ``time.perf_counter()`` reading when the handler began.
+    """
+    service: FeedbackService | None = getattr(request.app.state, "feedback", None)
     if service is not None and service.scored_log is not None:
-        service.scored_log.record(ticket.model_dump(), response, started)
+        service.scored_log.record(ticket, response, started)
 
 
 def _taxonomy(request: Request) -> Taxonomy:
@@ -183,29 +198,31 @@ def _taxonomy(request: Request) -> Taxonomy:
     return model.scorer.taxonomy if model is not None else load_taxonomy()
 
 
-def _invalid(field: str, message: str, kind: str) -> HTTPException:
-    return HTTPException(
-        status_code=422, detail=[{"field": field, "message": message, "type": kind}]
-    )
-
-
-def _check_labels(body: FeedbackRequest, taxonomy: Taxonomy) -> None:
+def label_errors(body: FeedbackRequest, taxonomy: Taxonomy) -> list[dict[str, Any]]:
+    """Field errors for labels the schema alone cannot check."""
+    errors = []
     if all(value is None for value in body.chosen.model_dump().values()):
-        raise _invalid(
-            "chosen",
-            "chosen has no label; send at least one of category, root_cause, escalation",
-            "missing",
+        errors.append(
+            {
+                "field": "chosen",
+                "message": "chosen has no label; send at least one of category, "
+                "root_cause, escalation",
+                "type": "missing",
+            }
         )
     codes = taxonomy.category_codes
     for part in ("suggested", "chosen"):
         category = getattr(body, part).category
         if category is not None and category not in codes:
-            raise _invalid(
-                f"{part}.category",
-                f"category {category!r} is not a category code; expected one of "
-                f"{', '.join(codes)}",
-                "enum",
+            errors.append(
+                {
+                    "field": f"{part}.category",
+                    "message": f"category {category!r} is not a category code; expected "
+                    f"one of {', '.join(codes)}",
+                    "type": "enum",
+                }
             )
+    return errors
 
 
 @router.post(
@@ -213,12 +230,16 @@ def _check_labels(body: FeedbackRequest, taxonomy: Taxonomy) -> None:
     response_model=FeedbackAnswer,
     summary="Record the labels an operator accepted or corrected for a ticket.",
     responses={
-        409: {"description": "The request id was used for a different entry."},
-        503: {"description": "The feedback store is unavailable."},
+        409: {"model": ErrorResponse, "description": "The request id was used for a "
+              "different entry."},
+        422: {"model": ErrorResponse, "description": "A field is invalid; errors names it."},
+        503: {"model": ErrorResponse, "description": "The feedback store is unavailable."},
     },
 )
-def post_feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
-    _check_labels(body, _taxonomy(request))
+def post_feedback(body: FeedbackRequest, request: Request) -> Any:
+    errors = label_errors(body, _taxonomy(request))
+    if errors:
+        return invalid_request(request_id_of(request), errors)
     entry = FeedbackEntry(
         request_id=body.request_id,
         ticket_id=body.ticket_id,
@@ -233,13 +254,11 @@ def post_feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
     try:
         recorded = store.record_feedback(entry)
     except FeedbackConflict as exc:
-        raise HTTPException(status_code=409, detail=str(exc)) from None
+        logger.warning("feedback %s rejected: %s", body.request_id, exc)
+        raise HTTPException(status_code=409, detail=REQUEST_ID_REUSED) from None
     except SQLAlchemyError as exc:
         logger.error("recording feedback %s failed: %s", body.request_id, exc)
-        raise HTTPException(
-            status_code=503,
-            detail="the feedback store is unavailable; retry with the same request id",
-        ) from None
+        raise HTTPException(status_code=503, detail=STORE_UNAVAILABLE) from None
     return {
         "feedback_id": recorded.feedback_id,
         "request_id": body.request_id,
@@ -266,23 +285,23 @@ def feedback_stats(
     ),
     model_name: str | None = Query(None, description="Count only this model's suggestions."),
     model_version: str | None = Query(None, description="Count only this model version."),
-) -> dict[str, Any]:
+) -> Any:
     until = as_utc(until) if until is not None else utc_now()
     since = as_utc(since) if since is not None else until - DEFAULT_PERIOD
     if since >= until:
-        raise _invalid(
-            "since",
-            f"since ({since.isoformat()}) must be before until ({until.isoformat()})",
-            "value_error",
-        )
+        problem = {
+            "field": "since",
+            "message": f"since ({since.isoformat()}) must be before until "
+            f"({until.isoformat()})",
+            "type": "value_error",
+        }
+        return invalid_request(request_id_of(request), [problem])
     store = request.app.state.feedback.store()
     try:
         counts = store.feedback_stats(since, until, model_name, model_version)
     except SQLAlchemyError as exc:
         logger.error("reading feedback stats failed: %s", exc)
-        raise HTTPException(
-            status_code=503, detail="the feedback store is unavailable; retry later"
-        ) from None
+        raise HTTPException(status_code=503, detail=STORE_UNAVAILABLE) from None
     taxonomy = _taxonomy(request)
     for group in counts["by_category"]:
         category = taxonomy.category(group["category"] or "")

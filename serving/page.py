@@ -44,12 +44,12 @@ def _static_file(name: str) -> FileResponse:
     return FileResponse(path, media_type=media_type, headers=PAGE_HEADERS)
 
 
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 def intake_page() -> FileResponse:
     return _static_file("index.html")
 
 
-@router.get("/static/{name}", include_in_schema=False)
+@router.api_route("/static/{name}", methods=["GET", "HEAD"], include_in_schema=False)
 def static_file(name: str) -> FileResponse:
     return _static_file(name)
 

@@ -103,7 +103,9 @@ async function api(path, options = {}) {
     throw new ApiError(response.status, "服务需要有效的 API 密钥：请在右上角输入密钥后保存。");
   }
   if (!response.ok) {
-    const detail = payload && payload.detail !== undefined ? detailText(payload.detail) : response.statusText;
+    let detail = response.statusText;
+    if (payload && Array.isArray(payload.errors) && payload.errors.length) detail = detailText(payload.errors);
+    else if (payload && payload.detail !== undefined) detail = detailText(payload.detail);
     throw new ApiError(response.status, `请求失败（${response.status}）：${detail}`);
   }
   return payload;
@@ -195,20 +197,35 @@ function ticketBody() {
   };
 }
 
+// The suggestion panel is aria-busy from the first keystroke until the answer to
+// the current input is on screen.
 function scheduleScore() {
   clearTimeout(state.timer);
-  state.timer = setTimeout(scoreNow, SCORE_DELAY_MS);
+  setBusy(true);
+  state.timer = setTimeout(() => {
+    state.timer = null;
+    scoreNow();
+  }, SCORE_DELAY_MS);
+}
+
+function settle() {
+  if (state.timer === null && state.pendingKey === null) setBusy(false);
 }
 
 async function scoreNow() {
   clearTimeout(state.timer);
+  state.timer = null;
   const body = ticketBody();
   if (!body.description.trim() && !body.title.trim()) {
     clearSuggestion();
     return;
   }
   const key = JSON.stringify(body);
-  if (key === state.answerKey || key === state.pendingKey) return;
+  if (key === state.pendingKey) return;
+  if (key === state.answerKey) {
+    settle();
+    return;
+  }
   if (state.controller) state.controller.abort();
   const controller = new AbortController();
   const sequence = ++state.sequence;
@@ -228,7 +245,7 @@ async function scoreNow() {
   } finally {
     if (sequence === state.sequence) {
       state.pendingKey = null;
-      setBusy(false);
+      settle();
     }
   }
 }
@@ -240,6 +257,8 @@ function setBusy(busy) {
 
 function clearSuggestion() {
   if (state.controller) state.controller.abort();
+  clearTimeout(state.timer);
+  state.timer = null;
   state.sequence += 1;
   state.answer = null;
   state.answerKey = null;
@@ -611,13 +630,19 @@ function wire() {
     event.preventDefault();
     submitFeedback();
   });
-  $("reset").addEventListener("click", startNextTicket);
-  $("save-key").addEventListener("click", saveKey);
-  $("api-key").addEventListener("keydown", (event) => {
-    if (event.key === "Enter") {
+  // Enter on a category, cause or escalation choice submits too, as it does in
+  // the text fields, so a correction needs no mouse.
+  $("suggestion").addEventListener("keydown", (event) => {
+    const input = event.target;
+    if (event.key === "Enter" && input.matches && input.matches("input[type=radio], input[type=checkbox]")) {
       event.preventDefault();
-      saveKey();
+      submitFeedback();
     }
+  });
+  $("reset").addEventListener("click", startNextTicket);
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    saveKey();
   });
   $("clear-key").addEventListener("click", () => {
     $("api-key").value = "";
