@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 
 from features.text import get_tokenizer
 
-from . import operations, scoring
+from . import feedback_api, operations, page, scoring
 from .auth import DOCS_PATHS, OPEN_PATHS, AuthMiddleware, KeyRing, describe_auth
 from .errors import install_error_handlers
 from .lifecycle import ModelWatcher, source_for
@@ -126,6 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(operations.router)
     app.include_router(scoring.router)
+    app.include_router(feedback_api.router)
+    app.include_router(page.router)
 
     # add_middleware puts each new one outside the previous ones.
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)

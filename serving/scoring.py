@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
+from . import feedback_api
 from .errors import field_errors, invalid_request, request_id_of
 from .schemas import (
     BatchRequest,
@@ -92,6 +93,7 @@ async def score_one(
     ticket: ScoreRequest, request: Request, service: Service = Depends(get_service)
 ):
     """Score one ticket: category, root causes with measures, escalation."""
+    started = time.perf_counter()
     request_id = request_id_of(request)
     problems = limit_errors(ticket, service.settings)
     if problems:
@@ -99,7 +101,9 @@ async def score_one(
     model = service.require_model()
     record = ticket.as_record()
     answers = await service.run(score_records, service, model, [record], ticket.include, "score")
-    return finish_answer(answers[0], record, model, request_id)
+    answer = finish_answer(answers[0], record, model, request_id)
+    feedback_api.record_scored(request, record, answer, started)
+    return answer
 
 
 def score_batch_items(
