@@ -1,4 +1,4 @@
-"""The scikit-learn feature pipeline: bag of jieba tokens plus metadata encoders.
+"""The scikit-learn feature pipeline: bags of jieba tokens and characters, metadata encoders.
 
 Every output column is a count or a 0/1 indicator, so float32 (ONNX) and
 float64 (LightGBM) see the same values and tree splits cannot flip between the
@@ -20,6 +20,15 @@ from .inputs import MISSING, TOKENS, FeatureSpec
 # which the ONNX converter's default ASCII-only pattern would drop.
 TOKEN_PATTERN = r"\S+"
 
+# Character n-grams are read from the same token string as the words, one
+# non-ASCII character per "token", so they cover the Chinese text only (Latin
+# words, numbers and placeholders stay in the word bag). scikit-learn and the
+# ONNX Tokenizer (RE2) read this pattern alike; skl2onnx converts only
+# analyzer="word", which is why the characters are matched as single-character
+# words instead of with analyzer="char".
+CHARACTER_PATTERN = r"[^\x00-\x7f]"
+CHARACTERS = "characters"
+
 
 def frequent_categories(values, min_count: int) -> list[str]:
     """Values seen at least ``min_count`` times; rarer and unseen ones encode as all zeros."""
@@ -33,26 +42,55 @@ def frequent_categories(values, min_count: int) -> list[str]:
 def build_feature_pipeline(
     frame,
     spec: FeatureSpec,
-    max_features: int = 5000,
-    min_df: int = 2,
+    max_features: int = 3000,
+    min_df: int = 3,
     ngram_max: int = 2,
     min_category_count: int = 3,
+    char_ngrams: tuple[int, int] | None = None,
+    char_max_features: int = 2000,
 ) -> ColumnTransformer:
     """Return an unfitted ColumnTransformer for the inputs of ``spec``.
 
-    Categories are fixed from ``frame`` here, so that values seen fewer than
-    ``min_category_count`` times share the all-zero rare bucket with unseen ones.
+    Parameters
+    ----------
+    frame
+        The training rows (a :func:`features.inputs.feature_frame` table). The
+        metadata categories are fixed from it, so that values seen fewer than
+        ``min_category_count`` times share the all-zero rare bucket with values
+        never seen in training.
+    spec
+        The model inputs.
+    max_features, min_df, ngram_max
+        Word n-grams from 1 to ``ngram_max`` tokens, kept when they occur in at
+        least ``min_df`` tickets, at most ``max_features`` of the most frequent.
+        LightGBM cannot split on a column with fewer non-zero rows than its
+        ``min_child_samples``, so a lower ``min_df`` only adds dead columns.
+    char_ngrams, char_max_features
+        ``(low, high)`` lengths of character n-grams of the Chinese text, or
+        None for none; at most ``char_max_features`` of the most frequent.
     """
+    min_df = min(min_df, max(1, len(frame) // 2))
     text = CountVectorizer(
         token_pattern=TOKEN_PATTERN,
         lowercase=False,
         ngram_range=(1, ngram_max),
-        min_df=min(min_df, max(1, len(frame) // 2)),
+        min_df=min_df,
         max_features=max_features,
         binary=True,
         dtype=np.float32,
     )
     transformers = [(TOKENS, text, TOKENS)]
+    if char_ngrams is not None:
+        characters = CountVectorizer(
+            token_pattern=CHARACTER_PATTERN,
+            lowercase=False,
+            ngram_range=tuple(char_ngrams),
+            min_df=min_df,
+            max_features=char_max_features,
+            binary=True,
+            dtype=np.float32,
+        )
+        transformers.append((CHARACTERS, characters, TOKENS))
     for name in spec.categorical:
         categories = frequent_categories(frame[name].tolist(), min_category_count)
         encoder = OneHotEncoder(
@@ -64,4 +102,10 @@ def build_feature_pipeline(
     return ColumnTransformer(transformers, sparse_threshold=1.0)
 
 
-__all__ = ["TOKEN_PATTERN", "build_feature_pipeline", "frequent_categories"]
+__all__ = [
+    "CHARACTERS",
+    "CHARACTER_PATTERN",
+    "TOKEN_PATTERN",
+    "build_feature_pipeline",
+    "frequent_categories",
+]
