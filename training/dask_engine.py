@@ -2,8 +2,8 @@
 
 A test's ``LocalCluster`` and a real cluster run the same code. The calling
 process reads the export in chunks and places each chunk on a worker, round
-robin, so the cluster holds the tickets and the caller keeps only labels and
-metadata. Every worker must be able to import this package (the same release
+robin, so the tickets live on the cluster and the caller keeps only labels
+and metadata. Every worker must be able to import this package (the same release
 on the same Python).
 
 Scoring: each chunk is mapped and scored on a worker, which loads the bundle
@@ -75,7 +75,7 @@ _scorers_lock = threading.Lock()
 
 
 def bundle_files(folder: Path) -> dict[str, bytes]:
-    """Every file of a bundle folder by relative path, to ship to the workers."""
+    """Read every file of a bundle folder, keyed by relative path, to ship to the workers."""
     return {
         str(path.relative_to(folder)): path.read_bytes()
         for path in sorted(folder.rglob("*"))
@@ -84,7 +84,7 @@ def bundle_files(folder: Path) -> dict[str, bytes]:
 
 
 def worker_scorer(files: dict[str, bytes], key: str):
-    """The worker's scorer for the bundle ``key``, unpacked and loaded on first use."""
+    """Return this worker's scorer for bundle ``key``, unpacking and loading it on first use."""
     from models.scorer import Scorer
 
     with _scorers_lock:
@@ -196,8 +196,8 @@ def _evaluate_on_worker(frame, mask, ids, model, graph_bytes):
 def select_vocabulary(documents: Counter, terms: Counter, n_documents: int, vectorizer) -> dict:
     """Apply a CountVectorizer's ``min_df``, ``max_df`` and ``max_features`` to summed counts.
 
-    scikit-learn ranks by total term count (document count when ``binary``)
-    and breaks ties in an order of its own; here ties go to the earlier term.
+    scikit-learn ranks terms by total count (document count when ``binary``)
+    and breaks ties in an order of its own. Here a tie goes to the earlier term.
     """
     def bound(value, default):
         if value is None:
@@ -330,9 +330,10 @@ class DaskTraining:
 
     def fit_features(self, spec: FeatureSpec, train: np.ndarray):
         """Fit the feature pipeline on the training rows with cluster-wide counts."""
-        from features.pipeline import build_feature_pipeline
         from sklearn.feature_extraction.text import CountVectorizer
         from sklearn.preprocessing import OneHotEncoder
+
+        from features.pipeline import build_feature_pipeline
 
         masks = self._split(train)
         first = next(i for i, m in enumerate(masks) if m.any())
