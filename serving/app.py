@@ -54,7 +54,7 @@ def build_service(settings: Settings) -> Service:
     state = ModelState()
     metrics = ServiceMetrics()
     source = source_for(settings.model_uri, settings.bundle_dir)
-    return Service(
+    service = Service(
         settings=settings,
         state=state,
         watcher=ModelWatcher(state, source, settings.onnx_threads, metrics),
@@ -65,6 +65,8 @@ def build_service(settings: Settings) -> Service:
             max_workers=settings.scoring_thread_count, thread_name_prefix="triage-score"
         ),
     )
+    service.coalescer = scoring.build_coalescer(service)
+    return service
 
 
 async def follow_model_source(service: Service) -> None:
@@ -72,7 +74,8 @@ async def follow_model_source(service: Service) -> None:
     interval = service.settings.poll_seconds
     while True:
         if service.state.model is None:
-            wait = min(interval, RETRY_WITHOUT_MODEL_SECONDS) or RETRY_WITHOUT_MODEL_SECONDS
+            retry = RETRY_WITHOUT_MODEL_SECONDS
+            wait = min(interval, retry) or retry
         elif interval > 0:
             wait = interval
         else:
@@ -98,8 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         report = await asyncio.to_thread(service.watcher.check)
         if service.state.model is None:
             logger.error(
-                "no model loaded at start (%s); scoring answers 503 and loading is "
-                "retried every %.0f s", report.error, RETRY_WITHOUT_MODEL_SECONDS,
+                "no model loaded at start (%s); scoring endpoints return 503 and "
+                "loading is retried every %.0f s",
+                report.error,
+                RETRY_WITHOUT_MODEL_SECONDS,
             )
         polling = asyncio.create_task(follow_model_source(service))
         try:
@@ -143,13 +148,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def document_security(app: FastAPI) -> dict:
-    """The OpenAPI document with the API key schemes and the shared error answers.
-
-    Every closed operation lists both key schemes and the 401 answer; every
-    operation that takes parameters or a body lists the JSON error shape of
-    ``serving/errors.py`` in place of FastAPI's default validation error.
-    """
 ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
 
 # Errors the middleware and handlers give on any operation with a JSON body.
@@ -161,10 +159,20 @@ BODY_ERRORS = {
 }
 
 
+def document_security(app: FastAPI) -> dict:
+    """Build the OpenAPI document with the API key schemes and shared error responses.
+
+    Every closed operation lists both key schemes and the 401 response. Every
+    operation that takes parameters or a body lists the JSON error shape of
+    ``serving/errors.py`` in place of FastAPI's default validation error.
+    """
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
     )
     components = schema.setdefault("components", {})
     components["securitySchemes"] = {
@@ -179,7 +187,8 @@ BODY_ERRORS = {
                 operation["security"] = []
             else:
                 operation["security"] = [{"bearer": []}, {"apiKey": []}]
-                responses.setdefault("401", _error_response("The API key is missing or invalid."))
+                missing_key = _error_response("The API key is missing or invalid.")
+                responses.setdefault("401", missing_key)
             errors = BODY_ERRORS if "requestBody" in operation else {}
             if "422" in responses or operation.get("parameters"):
                 errors = {**errors, "422": BODY_ERRORS["422"]}
@@ -192,4 +201,5 @@ BODY_ERRORS = {
 
 
 def _error_response(description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    content = {"application/json": {"schema": ERROR_SCHEMA}}
+    return {"description": description, "content": content}

@@ -27,7 +27,8 @@ DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.js
 ADMIN_PREFIX = "/v1/admin/"
 
 MISSING_KEY = (
-    "An API key is required; send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
+    "An API key is required; send it as 'Authorization: Bearer <key>' or "
+    "'X-API-Key: <key>'."
 )
 INVALID_KEY = "The API key is not valid."
 ADMIN_REQUIRED = "This endpoint requires an admin key."
@@ -38,8 +39,8 @@ NO_ADMIN_KEYS = (
 
 
 def _digest(key: str) -> bytes:
-    # surrogatepass: a header decoded as latin-1 never holds surrogates, but a key
-    # from a file might, and hashing must not raise on it.
+    # surrogatepass: a header decoded as latin-1 never contains surrogates, but a
+    # key from a file might, and hashing must not raise on it.
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
@@ -61,7 +62,7 @@ class KeyRing:
 
 
 def presented_key(scope: Scope) -> str | None:
-    """The key a request sends, from ``X-API-Key`` or a Bearer ``Authorization``."""
+    """Return the key a request sends in ``X-API-Key`` or a Bearer ``Authorization``."""
     api_key = bearer = None
     for name, value in scope.get("headers", ()):
         if name == b"x-api-key":
@@ -91,13 +92,19 @@ class AuthMiddleware:
         self.enabled = bool(len(client_keys) or len(admin_keys))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.enabled or scope["type"] != "http" or scope["path"] in self.open_paths:
+        if (
+            not self.enabled
+            or scope["type"] != "http"
+            or scope["path"] in self.open_paths
+        ):
             await self.app(scope, receive, send)
             return
         request_id = scope.get("state", {}).get("request_id")
         key = presented_key(scope)
         if key is None:
-            await send_error(send, 401, MISSING_KEY, request_id, {"WWW-Authenticate": "Bearer"})
+            await send_error(
+                send, 401, MISSING_KEY, request_id, {"WWW-Authenticate": "Bearer"}
+            )
             return
         is_admin = self.admin_keys.matches(key)
         if scope["path"].startswith(ADMIN_PREFIX):
@@ -108,29 +115,43 @@ class AuthMiddleware:
             elif self.client_keys.matches(key):
                 await send_error(send, 403, ADMIN_REQUIRED, request_id)
             else:
-                await send_error(send, 401, INVALID_KEY, request_id, {"WWW-Authenticate": "Bearer"})
+                await send_error(
+                    send, 401, INVALID_KEY, request_id, {"WWW-Authenticate": "Bearer"}
+                )
             return
         if is_admin or self.client_keys.matches(key):
             await self.app(scope, receive, send)
             return
-        await send_error(send, 401, INVALID_KEY, request_id, {"WWW-Authenticate": "Bearer"})
+        await send_error(
+            send, 401, INVALID_KEY, request_id, {"WWW-Authenticate": "Bearer"}
+        )
 
 
 def describe_auth(client_keys: KeyRing, admin_keys: KeyRing) -> None:
     """Log at start how requests are authenticated; never the keys themselves."""
     if not len(client_keys) and not len(admin_keys):
         logger.warning(
-            "NO API KEYS CONFIGURED: every endpoint, including /v1/admin/reload, is open "
+            "NO API KEYS CONFIGURED: every endpoint, including /v1/admin/reload, "
+            "is open "
             "to anyone who can reach this port; set TRIAGE_API_KEYS or "
             "TRIAGE_API_KEYS_FILE (and TRIAGE_ADMIN_KEYS) before exposing the service"
         )
         return
     logger.info(
         "API keys required on all endpoints except %s: %d client keys, %d admin keys",
-        ", ".join(sorted(OPEN_PATHS)), len(client_keys), len(admin_keys),
+        ", ".join(sorted(OPEN_PATHS)),
+        len(client_keys),
+        len(admin_keys),
     )
     if not len(admin_keys):
         logger.warning("no admin key configured: /v1/admin/* endpoints are closed")
 
 
-__all__ = ["ADMIN_PREFIX", "AuthMiddleware", "DOCS_PATHS", "KeyRing", "OPEN_PATHS", "describe_auth"]
+__all__ = [
+    "ADMIN_PREFIX",
+    "DOCS_PATHS",
+    "OPEN_PATHS",
+    "AuthMiddleware",
+    "KeyRing",
+    "describe_auth",
+]

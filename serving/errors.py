@@ -1,6 +1,6 @@
-"""JSON error answers: one fixed sentence per HTTP error, field errors for 422.
+"""JSON error responses: one fixed sentence per HTTP error, field errors for 422.
 
-Every error answer has the shape ``{"detail": str, "request_id": str, "errors":
+Every error response has the shape ``{"detail": str, "request_id": str, "errors":
 [...]}``, where ``errors`` appears only on 422 and lists one entry per invalid
 field. No handler logs or echoes the request body; a field error carries the
 field's path and what was expected, never the value that came.
@@ -22,7 +22,9 @@ from starlette.types import Send
 
 logger = logging.getLogger(__name__)
 
-INVALID_REQUEST = "The request is invalid; each entry of errors names a field and the problem."
+INVALID_REQUEST = (
+    "The request is invalid; each entry of errors names a field and the problem."
+)
 INTERNAL_ERROR = (
     "The service failed to handle the request; the request id identifies it in the "
     "service log."
@@ -94,14 +96,20 @@ def field_errors(
         message = error.get("msg", "invalid value")
         if error.get("type") == "json_invalid":
             # FastAPI puts the character offset of a JSON syntax error in the location.
-            position = location[-1] if location and isinstance(location[-1], int) else None
+            position = (
+                location[-1] if location and isinstance(location[-1], int) else None
+            )
             reason = error.get("ctx", {}).get("error", "invalid JSON")
             message = f"the body is not valid JSON: {reason}"
             if position is not None:
                 message += f" at character {position}"
             location = ["body"]
         entries.append(
-            {"field": field_path(location), "message": message, "type": error.get("type")}
+            {
+                "field": field_path(location),
+                "message": message,
+                "type": error.get("type"),
+            }
         )
     return entries
 
@@ -109,7 +117,9 @@ def field_errors(
 def invalid_request(
     request_id: str | None, errors: list[dict[str, Any]]
 ) -> JSONResponse:
-    return JSONResponse(status_code=422, content=error_content(INVALID_REQUEST, request_id, errors))
+    return JSONResponse(
+        status_code=422, content=error_content(INVALID_REQUEST, request_id, errors)
+    )
 
 
 async def send_error(
@@ -123,24 +133,30 @@ async def send_error(
 
     The request context middleware, outermost, adds the ``X-Request-ID`` header.
     """
-    body = json.dumps(error_content(detail, request_id), ensure_ascii=False).encode("utf-8")
+    body = json.dumps(error_content(detail, request_id), ensure_ascii=False).encode(
+        "utf-8"
+    )
     raw_headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode("ascii")),
     ]
     for name, value in (headers or {}).items():
         raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": raw_headers}
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer validation and HTTP errors as JSON in the shape described above."""
+    """Register handlers that return validation and HTTP errors in that JSON shape."""
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError):
         errors = exc.errors()
-        if not _sent_json(request) and any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+        if not _sent_json(request) and any(
+            tuple(e.get("loc", ())) == ("body",) for e in errors
+        ):
             # FastAPI reads a body without a JSON content type as bytes, which then
             # fails validation as a whole; the content type is the real mistake.
             return JSONResponse(

@@ -1,9 +1,9 @@
 """Follow the model source and swap in new models that pass verification.
 
 A source is a registry URI (``models:/<name>@<alias>`` follows an alias,
-``models:/<name>/<version>`` pins a version) or a bundle folder. A check asks the
-source which model it points to now and compares that with the loaded model:
-the registry version for an alias, the SHA-256 of ``manifest.json`` for a folder.
+``models:/<name>/<version>`` pins a version) or a bundle folder. A check reads which
+model the source points to now and compares it with the loaded model: the
+registry version for an alias, the SHA-256 of ``manifest.json`` for a folder.
 Moving the alias in either direction (a promotion or a rollback) therefore
 changes what the service loads. A new model is loaded in full, its file hashes
 verified and its self-test run before it replaces the old one, which keeps
@@ -36,7 +36,7 @@ REPEAT_LOG_EVERY = 20
 
 @dataclass(frozen=True)
 class SourceVersion:
-    """What a source points to at the time of a check."""
+    """The model a source points to at the time of a check."""
 
     identity: str
     name: str | None
@@ -46,7 +46,7 @@ class SourceVersion:
 
 
 class ModelSource:
-    """Where models come from: ``current`` names the model, ``load`` loads it."""
+    """A source of models: ``current`` names its model, ``load`` loads it."""
 
     description: str
 
@@ -67,11 +67,16 @@ class FolderSource(ModelSource):
     def current(self) -> SourceVersion:
         bundle = find_bundle(self.folder)
         digest = hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest()
-        return SourceVersion(identity=f"sha256:{digest}", name=None, version=None, alias=None)
+        return SourceVersion(
+            identity=f"sha256:{digest}", name=None, version=None, alias=None
+        )
 
     def load(self, ref: SourceVersion, threads: int) -> LoadedModel:
         return load_bundle(
-            find_bundle(self.folder), threads, source=self.description, identity=ref.identity
+            find_bundle(self.folder),
+            threads,
+            source=self.description,
+            identity=ref.identity,
         )
 
 
@@ -164,7 +169,9 @@ class ModelWatcher:
         self._install(model, ref)
         return model
 
-    def check(self, *, retry_rejected: bool = False, force: bool = False) -> ReloadReport:
+    def check(
+        self, *, retry_rejected: bool = False, force: bool = False
+    ) -> ReloadReport:
         """Load the source's model if it differs from the loaded one.
 
         A version that was rejected once is skipped on later checks unless
@@ -182,20 +189,30 @@ class ModelWatcher:
         try:
             ref = self.source.current()
         except Exception as exc:  # registry unreachable, alias deleted, folder gone
-            return self._failed(f"cannot resolve {self.source.description}: {_reason(exc)}", now)
+            return self._failed(
+                f"cannot resolve {self.source.description}: {_reason(exc)}", now
+            )
         if self._failures:
-            logger.info("%s is reachable again after %d failed checks", self.source.description, self._failures)
+            logger.info(
+                "%s is reachable again after %d failed checks",
+                self.source.description,
+                self._failures,
+            )
             self._failures = 0
 
         loaded = self.state.model
         if not force and loaded is not None and loaded.identity == ref.identity:
             return ReloadReport("unchanged", now, version=ref.version)
         if not (force or retry_rejected) and ref.identity in self._rejected:
-            return ReloadReport("rejected", now, version=ref.version, error=self._rejected[ref.identity])
+            return ReloadReport(
+                "rejected", now, version=ref.version, error=self._rejected[ref.identity]
+            )
 
         logger.info(
             "loading %s (%s), currently serving %s",
-            ref.identity, self.source.description, loaded.identity if loaded else "nothing",
+            ref.identity,
+            self.source.description,
+            loaded.identity if loaded else "nothing",
         )
         try:
             model = self.source.load(ref, self.threads)
@@ -203,30 +220,42 @@ class ModelWatcher:
             self._rejected[ref.identity] = str(exc)
             logger.error(
                 "rejected model %s: %s; still serving %s",
-                ref.identity, exc, loaded.identity if loaded else "nothing",
+                ref.identity,
+                exc,
+                loaded.identity if loaded else "nothing",
             )
             return ReloadReport("rejected", now, version=ref.version, error=str(exc))
         except Exception as exc:  # download or I/O failure: worth retrying later
-            return self._failed(f"cannot load {ref.identity}: {_reason(exc)}", now, ref.version)
+            return self._failed(
+                f"cannot load {ref.identity}: {_reason(exc)}", now, ref.version
+            )
 
         self._rejected.pop(ref.identity, None)
         self._install(model, ref)
         if loaded is not None:
             loaded.discard_download()
         logger.info(
-            "now serving %s, replacing %s", ref.identity, loaded.identity if loaded else "nothing"
+            "now serving %s, replacing %s",
+            ref.identity,
+            loaded.identity if loaded else "nothing",
         )
         return ReloadReport("loaded", now, version=ref.version)
 
     def _install(self, model: LoadedModel, ref: SourceVersion) -> None:
         self.state.swap(model)
         if self.metrics is not None:
-            self.metrics.model_loaded(model.name, model.version, model.alias, model.loaded_at)
+            self.metrics.model_loaded(
+                model.name, model.version, model.alias, model.loaded_at
+            )
 
-    def _failed(self, message: str, now: float, version: str | None = None) -> ReloadReport:
+    def _failed(
+        self, message: str, now: float, version: str | None = None
+    ) -> ReloadReport:
         self._failures += 1
         if self._failures == 1 or self._failures % REPEAT_LOG_EVERY == 0:
-            logger.warning("model check failed (%d in a row): %s", self._failures, message)
+            logger.warning(
+                "model check failed (%d in a row): %s", self._failures, message
+            )
         return ReloadReport("failed", now, version=version, error=message)
 
 

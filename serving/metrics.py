@@ -2,10 +2,10 @@
 
 Each app gets its own registry, so several apps in one process (as in tests)
 do not share counters. With several worker processes, set
-``PROMETHEUS_MULTIPROC_DIR`` to an empty folder before the workers start
-(``triage serve --workers N`` does this): every worker then writes its values
-there and a scrape of any worker returns the sum over all of them, with the
-loaded model reported per worker process.
+``PROMETHEUS_MULTIPROC_DIR`` to an empty folder before the workers start, as
+``triage serve --workers N`` does. Every worker then writes its values there,
+and a scrape of any worker returns the sum over all of them. The loaded model
+is reported per worker process.
 """
 
 from __future__ import annotations
@@ -27,7 +27,20 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Seconds; single tickets take about a millisecond, a batch of 1,000 about a second.
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 BATCH_BUCKETS = (1, 2, 5, 10, 32, 100, 250, 500, 1000)
 
@@ -78,6 +91,12 @@ class ServiceMetrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.coalesced = Histogram(
+            "triage_score_coalesced_tickets",
+            "Tickets per scorer call of POST /v1/score; above 1 when requests queued.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
         self.scoring_seconds = Histogram(
             "triage_scoring_duration_seconds",
             "Time spent in the scorer per call (tokenisation and ONNX runs).",
@@ -87,7 +106,8 @@ class ServiceMetrics:
         )
         self.model_info = Gauge(
             "triage_model_info",
-            "1 for the model version this process serves, 0 for versions it served before.",
+            "1 for the model version this process serves, 0 for versions it served "
+            "before.",
             ["name", "version", "alias"],
             registry=self.registry,
             multiprocess_mode="liveall",
@@ -106,7 +126,9 @@ class ServiceMetrics:
         )
         self._model_labels: tuple[str, str, str] | None = None
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+    def observe_request(
+        self, route: str, method: str, status: int, seconds: float
+    ) -> None:
         labels = (route, method, str(status))
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
@@ -117,7 +139,9 @@ class ServiceMetrics:
             if category:
                 self.scores.labels(category["code"]).inc()
 
-    def model_loaded(self, name: str, version: str | None, alias: str | None, at: float) -> None:
+    def model_loaded(
+        self, name: str, version: str | None, alias: str | None, at: float
+    ) -> None:
         labels = (name, version or "", alias or "")
         if self._model_labels is not None and self._model_labels != labels:
             self.model_info.labels(*self._model_labels).set(0)
@@ -136,4 +160,4 @@ class ServiceMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-__all__ = ["MULTIPROCESS_ENV", "ServiceMetrics", "UNMATCHED_ROUTE", "multiprocess_dir"]
+__all__ = ["MULTIPROCESS_ENV", "UNMATCHED_ROUTE", "ServiceMetrics", "multiprocess_dir"]

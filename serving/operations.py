@@ -8,7 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 
-from .schemas import ErrorResponse, HealthResponse, ModelInfo, ReadyResponse, ReloadResponse
+from .schemas import (
+    ErrorResponse,
+    HealthResponse,
+    ModelInfo,
+    ReadyResponse,
+    ReloadResponse,
+)
 from .service import Service, get_service
 from .state import LoadedModel
 
@@ -29,7 +35,7 @@ RELOAD_STATUS = {"loaded": 200, "unchanged": 200, "rejected": 409, "failed": 503
 
 
 @router.get("/healthz", response_model=HealthResponse, summary="The process is alive.")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
@@ -39,7 +45,7 @@ def healthz() -> dict[str, str]:
     summary="A model is loaded and passed its self-test.",
     responses={503: {"model": ReadyResponse, "description": "No model is loaded yet."}},
 )
-def readyz(service: Service = Depends(get_service)):
+async def readyz(service: Service = Depends(get_service)):
     model = service.state.model
     report = service.state.last_report
     content = {
@@ -61,7 +67,11 @@ def model_info(model: LoadedModel, service: Service) -> dict[str, Any]:
         "source": model.source,
         "run_id": model.run_id,
         "loaded_at": model.loaded_at,
-        "labels": {t["name"]: t.get("labels", []) for t in targets if t.get("kind") != "regression"},
+        "labels": {
+            t["name"]: t.get("labels", [])
+            for t in targets
+            if t.get("kind") != "regression"
+        },
         "thresholds": {t["name"]: t.get("threshold") for t in targets},
         "targets": targets,
         "metrics": manifest.get("metrics", {}),
@@ -76,7 +86,10 @@ def model_info(model: LoadedModel, service: Service) -> dict[str, Any]:
     response_model=ModelInfo,
     tags=["model"],
     summary="The loaded model: version, labels, metrics, feature fields, thresholds.",
-    responses={**AUTH_ERRORS, 503: {"model": ErrorResponse, "description": "No model is loaded yet."}},
+    responses={
+        **AUTH_ERRORS,
+        503: {"model": ErrorResponse, "description": "No model is loaded yet."},
+    },
 )
 def get_model(service: Service = Depends(get_service)):
     return model_info(service.require_model(), service)
@@ -105,7 +118,10 @@ def metrics(service: Service = Depends(get_service)) -> Response:
         **AUTH_ERRORS,
         403: {"model": ErrorResponse, "description": "The key is not an admin key."},
         409: {"model": ReloadResponse, "description": "The new model was rejected."},
-        503: {"model": ReloadResponse, "description": "The model source could not be read."},
+        503: {
+            "model": ReloadResponse,
+            "description": "The model source could not be read.",
+        },
     },
 )
 async def reload_model(
@@ -114,7 +130,9 @@ async def reload_model(
 ):
     previous = service.state.model
     # The default thread pool, not the scoring threads: a load takes seconds.
-    report = await asyncio.to_thread(service.watcher.check, retry_rejected=True, force=force)
+    report = await asyncio.to_thread(
+        service.watcher.check, retry_rejected=True, force=force
+    )
     current = service.state.model
     content = {
         "outcome": report.outcome,

@@ -24,7 +24,7 @@ def reject_lone_surrogates(value: Any) -> Any:
     """Raise a validation error for text with a lone UTF-16 surrogate (``"\\ud800"``).
 
     JSON escapes can encode such code points, but they are not Unicode text: they
-    cannot be encoded as UTF-8 for the tokenizer, the ONNX graphs or the answer.
+    cannot be encoded as UTF-8 for the tokenizer, the ONNX graphs or the response.
     """
     if not isinstance(value, str):
         return value  # the str validation that follows reports the wrong type
@@ -53,9 +53,13 @@ class TicketIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    ticket_id: Text | None = Field(None, max_length=200, description="Caller's ticket id.")
+    ticket_id: Text | None = Field(
+        None, max_length=200, description="Caller's ticket id."
+    )
     created_at: datetime | None = Field(
-        None, description="Registration time (ISO 8601); drives the time-of-month features."
+        None,
+        description="Registration time (ISO 8601); drives the time-of-month "
+        "features.",
     )
     title: Text = Field("", max_length=1000)
     description: Text = Field(
@@ -88,12 +92,15 @@ class TicketIn(BaseModel):
 
     @field_validator("extra")
     @classmethod
-    def _reject_canonical_names(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+    def _reject_canonical_names(
+        cls, value: dict[str, str | None]
+    ) -> dict[str, str | None]:
         clashes = sorted(set(value) & set(CANONICAL_FIELDS))
         if clashes:
             raise PydanticCustomError(
                 "extra_field_clash",
-                "extra names canonical fields ({fields}); send them as top-level fields",
+                "extra names canonical fields ({fields}); send them as top-level "
+                "fields",
                 {"fields": ", ".join(clashes)},
             )
         return value
@@ -114,7 +121,7 @@ class ScoreRequest(TicketIn):
 
 
 class BatchRequest(BaseModel):
-    """Up to ``TRIAGE_MAX_BATCH`` tickets (1,000 by default), answered in input order."""
+    """Up to ``TRIAGE_MAX_BATCH`` tickets (1,000 by default), scored in input order."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -180,7 +187,9 @@ class Reasons(BaseModel):
 
 
 class RootCause(Label):
-    measures: list[str] = Field(default_factory=list, description="Recommended measures.")
+    measures: list[str] = Field(
+        default_factory=list, description="Recommended measures."
+    )
     score: float | None = Field(
         None, description="Combined score of the model and similar tickets (with similar)."
     )
@@ -199,7 +208,7 @@ class Escalation(BaseModel):
 
 
 class ModelRef(BaseModel):
-    """The model that produced an answer."""
+    """The model that scored a ticket."""
 
     model_config = ConfigDict(protected_namespaces=())
 
@@ -237,7 +246,9 @@ class ScoreResponse(BaseModel):
 
 
 class FieldError(BaseModel):
-    field: str = Field(description="Dotted path of the field, e.g. tickets.3.description.")
+    field: str = Field(
+        description="Dotted path of the field, e.g. tickets.3.description."
+    )
     message: str
     type: str | None = None
 
@@ -301,9 +312,13 @@ class ModelInfo(ModelRef):
     run_id: str | None = None
     loaded_at: float
     labels: dict[str, list[Any]] = Field(description="Labels per classifier target.")
-    thresholds: dict[str, float | None] = Field(description="Decision threshold per target.")
+    thresholds: dict[str, float | None] = Field(
+        description="Decision threshold per target."
+    )
     targets: list[TargetInfo]
-    metrics: dict[str, Any] = Field(default_factory=dict, description="Evaluation metrics per target.")
+    metrics: dict[str, Any] = Field(
+        default_factory=dict, description="Evaluation metrics per target."
+    )
     feature_fields: FeatureFields
     known_values: dict[str, list[str]] = Field(default_factory=dict)
     last_check: CheckReport | None = None
@@ -324,6 +339,10 @@ class ReadyResponse(BaseModel):
 class ReloadResponse(BaseModel):
     outcome: Literal["loaded", "unchanged", "rejected", "failed"]
     detail: str
-    model: ModelRef | None = Field(None, description="The model serving after the check.")
-    previous: ModelRef | None = Field(None, description="The model it replaced, if any.")
+    model: ModelRef | None = Field(
+        None, description="The model serving after the check."
+    )
+    previous: ModelRef | None = Field(
+        None, description="The model it replaced, if any."
+    )
     error: str | None = None

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
 from . import feedback_api
+from .coalesce import Coalescer
 from .errors import field_errors, invalid_request, request_id_of
 from .schemas import (
     BatchRequest,
@@ -33,7 +34,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "The API key is missing or invalid."},
     413: {"model": ErrorResponse, "description": "The body is larger than the limit."},
     415: {"model": ErrorResponse, "description": "The body is not JSON, or not UTF-8."},
-    422: {"model": ErrorResponse, "description": "A field is invalid; errors names it."},
+    422: {"model": ErrorResponse, "description": "A field is invalid; see errors."},
     503: {"model": ErrorResponse, "description": "No model is loaded yet."},
 }
 
@@ -51,8 +52,8 @@ def limit_errors(
     return [
         {
             "field": path,
-            "message": f"description has {len(ticket.description)} characters; the limit "
-            f"is {limit}; shorten it or raise TRIAGE_MAX_DESCRIPTION_CHARS",
+            "message": f"description has {len(ticket.description)} characters; the "
+            f"limit is {limit}; shorten it or raise TRIAGE_MAX_DESCRIPTION_CHARS",
             "type": "string_too_long",
         }
     ]
@@ -72,9 +73,25 @@ def score_records(
     answers = model.scorer.score(records)
     for enrich in service.enrichers:
         enrich(model, records, answers, include)
-    service.metrics.scoring_seconds.labels(endpoint).observe(time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    service.metrics.scoring_seconds.labels(endpoint).observe(seconds)
     service.metrics.count_categories(answers)
     return answers
+
+
+def build_coalescer(service: Service) -> Coalescer:
+    """Build the coalescer of ``POST /v1/score``, with one slot per scoring thread."""
+
+    async def score(
+        model: LoadedModel, records: list[dict[str, Any]], include: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        return await service.run(
+            score_records, service, model, records, include, "score"
+        )
+
+    coalescer = Coalescer(score, slots=service.settings.scoring_thread_count)
+    coalescer.batch_sizes = service.metrics.coalesced.observe
+    return coalescer
 
 
 def finish_answer(
@@ -100,8 +117,8 @@ async def score_one(
         return invalid_request(request_id, problems)
     model = service.require_model()
     record = ticket.as_record()
-    answers = await service.run(score_records, service, model, [record], ticket.include, "score")
-    answer = finish_answer(answers[0], record, model, request_id)
+    answer = await service.coalescer.score(model, record, ticket.include)
+    answer = finish_answer(answer, record, model, request_id)
     feedback_api.record_scored(request, record, answer, started)
     return answer
 
@@ -109,7 +126,7 @@ async def score_one(
 def score_batch_items(
     service: Service, model: LoadedModel, batch: BatchRequest, request_id: str
 ) -> dict[str, Any]:
-    """Validate every item, score the valid ones in one call, answer in input order."""
+    """Validate every item, score the valid ones in one call, keep the input order."""
     items: list[dict[str, Any] | None] = [None] * len(batch.tickets)
     records: list[dict[str, Any]] = []
     positions: list[int] = []
@@ -153,7 +170,7 @@ def score_batch_items(
 async def score_batch(
     batch: BatchRequest, request: Request, service: Service = Depends(get_service)
 ):
-    """Score a batch; answers keep the input order, invalid items carry their errors."""
+    """Score a batch; items keep the input order and invalid ones carry errors."""
     request_id = request_id_of(request)
     limit = service.settings.max_batch
     if len(batch.tickets) > limit:
@@ -162,8 +179,8 @@ async def score_batch(
             [
                 {
                     "field": "tickets",
-                    "message": f"the batch has {len(batch.tickets)} tickets; the limit is "
-                    f"{limit}; split it into smaller batches",
+                    "message": f"the batch has {len(batch.tickets)} tickets; the "
+                    f"limit is {limit}; split it into smaller batches",
                     "type": "too_long",
                 }
             ],
@@ -172,4 +189,10 @@ async def score_batch(
     return await service.run(score_batch_items, service, model, batch, request_id)
 
 
-__all__ = ["ERROR_RESPONSES", "limit_errors", "router", "score_records"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "build_coalescer",
+    "limit_errors",
+    "router",
+    "score_records",
+]

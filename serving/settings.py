@@ -20,7 +20,7 @@ def available_cores() -> int:
 
 
 def read_key_file(path: Path) -> list[SecretStr]:
-    """Read API keys from a file: one key a line; blank lines and ``#`` comments skipped."""
+    """Read API keys from a file, one key a line, skipping blanks and ``#`` comments."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -34,7 +34,7 @@ def read_key_file(path: Path) -> list[SecretStr]:
 
 
 class Settings(BaseSettings):
-    """Every setting of the scoring service; the environment variable is ``TRIAGE_<NAME>``."""
+    """Settings of the scoring service, each from the variable ``TRIAGE_<NAME>``."""
 
     model_config = SettingsConfigDict(
         env_prefix="TRIAGE_", env_file=".env", extra="ignore", protected_namespaces=()
@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         return max(1, available_cores() // self.workers)
 
     def client_keys(self) -> list[SecretStr]:
-        """All keys accepted on closed endpoints other than the admin ones."""
+        """Return the keys accepted on closed endpoints other than the admin ones."""
         keys = list(self.api_keys)
         if self.api_keys_file is not None:
             keys += read_key_file(self.api_keys_file)

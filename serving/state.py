@@ -50,8 +50,8 @@ class LoadedModel:
     source: str
     loaded_at: float
     identity: str | None = None
-    """What a check compares to find a new model: the registry version, or for a
-    bundle folder the SHA-256 of its manifest."""
+    """The key a check compares to find a new model: the registry version, or for
+    a bundle folder the SHA-256 of its manifest."""
     run_id: str | None = None
     download_root: Path | None = field(default=None, compare=False)
     """Temporary folder the bundle was downloaded to, deleted when the model retires."""
@@ -83,7 +83,9 @@ def self_test(scorer: Scorer) -> None:
     except BundleError:
         raise
     except Exception as exc:  # onnxruntime raises several unrelated types
-        raise BundleError(f"self-test: scoring failed with {type(exc).__name__}: {exc}") from exc
+        raise BundleError(
+            f"self-test: scoring failed with {type(exc).__name__}: {exc}"
+        ) from exc
 
     for entry in scorer.targets:
         values = np.asarray(predictions.get(entry.name))
@@ -97,7 +99,9 @@ def self_test(scorer: Scorer) -> None:
                 f"expected {expected_shape} from its {len(entry.labels)} labels"
             )
         if not np.all(np.isfinite(values)):
-            raise BundleError(f"self-test: target {entry.name} returned a NaN or infinite value")
+            raise BundleError(
+                f"self-test: target {entry.name} returned a NaN or infinite value"
+            )
         if entry.kind != "regression":
             sums = values.sum(axis=1)
             if not np.allclose(sums, 1.0, atol=1e-3):
@@ -106,7 +110,9 @@ def self_test(scorer: Scorer) -> None:
                     f"{sums.min():.4f}..{sums.max():.4f}; expected 1"
                 )
     for answer in answers:
-        missing = [t.name for t in scorer.targets if t.name not in answer.get("targets", {})]
+        missing = [
+            t.name for t in scorer.targets if t.name not in answer.get("targets", {})
+        ]
         if missing:
             raise BundleError(f"self-test: targets {missing} missing from the answer")
         category = answer.get("category")
@@ -158,7 +164,10 @@ def load_bundle(
     )
     logger.info(
         "loaded model %s version %s from %s and passed the self-test in %.2f s",
-        model.name, model.version, model.source, time.perf_counter() - started,
+        model.name,
+        model.version,
+        model.source,
+        time.perf_counter() - started,
     )
     return model
 

@@ -73,7 +73,9 @@ def keyed_app(demo_bundle):
     from serving.app import create_app
 
     return create_app(
-        make_settings(bundle_dir=str(demo_bundle), api_keys=[CLIENT_KEY], admin_keys=[ADMIN_KEY])
+        make_settings(
+            bundle_dir=str(demo_bundle), api_keys=[CLIENT_KEY], admin_keys=[ADMIN_KEY]
+        )
     )
 
 
@@ -129,7 +131,9 @@ def break_self_test(bundle: Path) -> Path:
 @pytest.fixture(scope="session")
 def registry_bundle(demo_bundle, tmp_path_factory) -> Path:
     """The demo bundle copied once, as the source of test registrations."""
-    return Path(shutil.copytree(demo_bundle, tmp_path_factory.mktemp("registry") / "bundle"))
+    return Path(
+        shutil.copytree(demo_bundle, tmp_path_factory.mktemp("registry") / "bundle")
+    )
 
 
 def free_port() -> int:
@@ -141,7 +145,9 @@ def free_port() -> int:
 class Server:
     """A uvicorn process on loopback, stopped by :meth:`stop`."""
 
-    def __init__(self, args: list[str], env: dict[str, str], port: int, log: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], port: int, log: Path
+    ) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.log_path = log
         self._log = open(log, "wb")
@@ -153,14 +159,18 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"server exited with {self.process.returncode}:\n{self.log()}"
+                )
             try:
                 if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError(f"server at {self.base} not ready after {timeout:.0f} s:\n{self.log()}")
+        raise TimeoutError(
+            f"server at {self.base} not ready after {timeout:.0f} s:\n{self.log()}"
+        )
 
     def log(self) -> str:
         self._log.flush()

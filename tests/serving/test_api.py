@@ -42,7 +42,10 @@ def test_score_answer_has_contract_fields(open_client, demo_trained):
     alternatives = answer["alternatives"]
     assert len(alternatives) == 3
     assert {a["code"] for a in alternatives} | {category["code"]} == {
-        "system", "human", "third_party", "other",
+        "system",
+        "human",
+        "third_party",
+        "other",
     }
     total = category["probability"] + sum(a["probability"] for a in alternatives)
     assert math.isclose(total, 1.0, abs_tol=1e-4)
@@ -68,14 +71,18 @@ def test_score_answer_has_contract_fields(open_client, demo_trained):
 
 
 def test_score_keeps_caller_request_id(open_client):
-    response = open_client.post("/v1/score", json=TICKET, headers={"X-Request-ID": "dispatch-42"})
+    response = open_client.post(
+        "/v1/score", json=TICKET, headers={"X-Request-ID": "dispatch-42"}
+    )
     assert response.status_code == 200
     assert response.json()["request_id"] == "dispatch-42"
     assert response.headers["x-request-id"] == "dispatch-42"
 
 
 def test_score_replaces_unsafe_request_id(open_client):
-    response = open_client.post("/v1/score", json=TICKET, headers={"X-Request-ID": "a b\tc"})
+    response = open_client.post(
+        "/v1/score", json=TICKET, headers={"X-Request-ID": "a b\tc"}
+    )
     assert response.status_code == 200
     assert response.json()["request_id"] != "a b\tc"
     assert len(response.json()["request_id"]) == 32
@@ -114,7 +121,13 @@ def test_batch_keeps_order_with_bad_item_in_middle(open_client):
     assert body["invalid"] == 1
     items = body["items"]
     assert [item["index"] for item in items] == [0, 1, 2, 3, 4]
-    assert [item["status"] for item in items] == ["scored", "scored", "invalid", "scored", "scored"]
+    assert [item["status"] for item in items] == [
+        "scored",
+        "scored",
+        "invalid",
+        "scored",
+        "scored",
+    ]
     assert items[2]["answer"] is None
     assert items[2]["errors"] == [
         {
@@ -136,9 +149,9 @@ def test_batch_calls_scorer_once(open_app, open_client):
     calls = []
     original = scorer.score
 
-    def counting_score(tickets):
+    def counting_score(tickets, **options):
         calls.append(len(tickets))
-        return original(tickets)
+        return original(tickets, **options)
 
     scorer.score = counting_score
     try:
@@ -154,7 +167,8 @@ def test_batch_calls_scorer_once(open_app, open_client):
 
 def test_batch_item_that_is_not_an_object(open_client):
     response = open_client.post(
-        "/v1/score/batch", json={"tickets": ["网络故障", {"description": "网络故障"}, None]}
+        "/v1/score/batch",
+        json={"tickets": ["网络故障", {"description": "网络故障"}, None]},
     )
     assert response.status_code == 200, response.text
     items = response.json()["items"]
@@ -174,12 +188,16 @@ def test_batch_rejects_1001_tickets(open_client):
 
 
 def test_batch_accepts_1000_tickets(open_client):
-    tickets = [{"ticket_id": str(i), "description": f"第{i}台服务器宕机"} for i in range(1000)]
+    tickets = [
+        {"ticket_id": str(i), "description": f"第{i}台服务器宕机"} for i in range(1000)
+    ]
     response = open_client.post("/v1/score/batch", json={"tickets": tickets})
     assert response.status_code == 200, response.text
     items = response.json()["items"]
     assert len(items) == 1000
-    assert [item["answer"]["ticket_id"] for item in items] == [str(i) for i in range(1000)]
+    assert [item["answer"]["ticket_id"] for item in items] == [
+        str(i) for i in range(1000)
+    ]
 
 
 def test_batch_rejects_empty_list(open_client):
@@ -209,13 +227,22 @@ def test_model_info_lists_labels_and_metrics(open_client, demo_trained):
     assert response.status_code == 200, response.text
     info = response.json()
     assert info["name"] == demo_trained.model_name
-    assert sorted(info["labels"]["category"]) == ["human", "other", "system", "third_party"]
+    assert sorted(info["labels"]["category"]) == [
+        "human",
+        "other",
+        "system",
+        "third_party",
+    ]
     assert info["labels"]["escalation"] == [False, True]
     assert info["thresholds"]["escalation"] == 0.5
     assert info["metrics"]["category"]["macro_f1"] > 0
     assert info["feature_fields"]["text_fields"] == ["title", "description"]
     assert "department" in info["feature_fields"]["categorical"]
-    assert {t["name"] for t in info["targets"]} >= {"category", "root_cause", "escalation"}
+    assert {t["name"] for t in info["targets"]} >= {
+        "category",
+        "root_cause",
+        "escalation",
+    }
 
 
 def test_probes_report_loaded_model(open_client, demo_trained):
@@ -233,14 +260,23 @@ def test_metrics_count_requests_and_categories(open_client):
     answer = open_client.post("/v1/score", json=TICKET).json()
     open_client.post("/v1/score", json={"description": 1})
     text = open_client.get("/metrics").text
-    assert 'triage_http_requests_total{method="POST",route="/v1/score",status="200"}' in text
-    assert 'triage_http_requests_total{method="POST",route="/v1/score",status="422"}' in text
+    assert (
+        'triage_http_requests_total{method="POST",route="/v1/score",status="200"}'
+        in text
+    )
+    assert (
+        'triage_http_requests_total{method="POST",route="/v1/score",status="422"}'
+        in text
+    )
     assert (
         'triage_http_request_duration_seconds_bucket{le="0.5",method="POST",'
         'route="/v1/score",status="200"}' in text
     )
     assert f'triage_scores_total{{category="{answer["category"]["code"]}"}}' in text
-    assert f'triage_model_info{{alias="",name="{answer["model"]["name"]}",version=""}} 1.0' in text
+    assert (
+        f'triage_model_info{{alias="",name="{answer["model"]["name"]}",version=""}} 1.0'
+        in text
+    )
     assert "triage_scoring_duration_seconds_count" in text
 
 
@@ -262,12 +298,15 @@ def test_wrong_method_is_json_405(open_client):
 def test_score_rejects_description_over_limit(settings_factory, demo_bundle):
     from serving.app import create_app
 
-    app = create_app(settings_factory(bundle_dir=str(demo_bundle), max_description_chars=50))
+    app = create_app(
+        settings_factory(bundle_dir=str(demo_bundle), max_description_chars=50)
+    )
     with TestClient(app) as client:
         fits = client.post("/v1/score", json={"description": "网" * 50})
         over = client.post("/v1/score", json={"description": "网" * 51})
         batch = client.post(
-            "/v1/score/batch", json={"tickets": [{"description": "网" * 51}, {"description": "网"}]}
+            "/v1/score/batch",
+            json={"tickets": [{"description": "网" * 51}, {"description": "网"}]},
         )
     assert fits.status_code == 200
     assert over.status_code == 422
@@ -300,7 +339,9 @@ def test_score_rejects_declared_gbk_charset(open_client):
     assert "'gbk'" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded"]
+)
 def test_score_rejects_non_json_content_type(open_client, content_type):
     headers = {"Content-Type": content_type} if content_type else {}
     response = open_client.post(
@@ -348,9 +389,17 @@ def test_score_rejects_utf8_encoded_surrogate(open_client):
     [
         ({"description": 5}, "description", "string_type"),
         ({"description": ["a"]}, "description", "string_type"),
-        ({"description": "x", "created_at": "yesterday"}, "created_at", "datetime_from_date_parsing"),
+        (
+            {"description": "x", "created_at": "yesterday"},
+            "created_at",
+            "datetime_from_date_parsing",
+        ),
         ({"description": "x", "department": {"a": 1}}, "department", "string_type"),
-        ({"description": "x", "extra": {"bad key": "v"}}, "extra.bad key.[key]", "string_pattern_mismatch"),
+        (
+            {"description": "x", "extra": {"bad key": "v"}},
+            "extra.bad key.[key]",
+            "string_pattern_mismatch",
+        ),
         ({"description": "x", "extra": {"system": "v"}}, "extra", "extra_field_clash"),
         ({"description": "x", "priority": "high"}, "priority", "extra_forbidden"),
         ({"description": "x", "include": ["everything"]}, "include.0", "literal_error"),
@@ -367,7 +416,9 @@ def test_score_names_invalid_field(open_client, ticket, field, error_type):
     assert response.json()["detail"].startswith("The request is invalid")
 
 
-@pytest.mark.parametrize("body", [b"", b"null", b"[]", b'"text"', b"{", b'{"description": "x",}'])
+@pytest.mark.parametrize(
+    "body", [b"", b"null", b"[]", b'"text"', b"{", b'{"description": "x",}']
+)
 def test_score_rejects_malformed_json(open_client, body):
     response = open_client.post(
         "/v1/score", content=body, headers={"Content-Type": "application/json"}
@@ -378,10 +429,15 @@ def test_score_rejects_malformed_json(open_client, body):
 
 def test_invalid_json_message_gives_position(open_client):
     response = open_client.post(
-        "/v1/score", content=b'{"description": "x"', headers={"Content-Type": "application/json"}
+        "/v1/score",
+        content=b'{"description": "x"',
+        headers={"Content-Type": "application/json"},
     )
     [error] = errors_of(response)
-    assert error["message"] == "the body is not valid JSON: Expecting ',' delimiter at character 19"
+    assert (
+        error["message"]
+        == "the body is not valid JSON: Expecting ',' delimiter at character 19"
+    )
 
 
 def test_score_rejects_oversized_body(settings_factory, demo_bundle):
@@ -399,7 +455,10 @@ def test_score_rejects_oversized_body(settings_factory, demo_bundle):
             headers={"Content-Type": "application/json"},
         )
     assert response.status_code == 413
-    assert response.json()["detail"] == "The request body is larger than the limit of 4096 bytes."
+    assert (
+        response.json()["detail"]
+        == "The request body is larger than the limit of 4096 bytes."
+    )
     assert streamed.status_code == 413
 
 
@@ -420,7 +479,9 @@ def test_errors_never_echo_body_in_logs_or_answers(open_client, caplog):
                     path, content=body, headers={"Content-Type": "application/json"}
                 )
                 # A batch with an invalid item is answered 200 with that item's errors.
-                assert 400 <= response.status_code < 500 or response.json()["invalid"] == 1
+                assert (
+                    400 <= response.status_code < 500 or response.json()["invalid"] == 1
+                )
                 assert marker not in response.text
     assert marker not in caplog.text
 
@@ -428,7 +489,7 @@ def test_errors_never_echo_body_in_logs_or_answers(open_client, caplog):
 def test_scorer_crash_is_json_500_without_details(open_app, open_client, caplog):
     scorer = open_app.state.service.state.model.scorer
 
-    def crash(tickets):
+    def crash(tickets, **options):
         raise RuntimeError("simulated ONNX failure")
 
     scorer.score = crash

@@ -47,7 +47,11 @@ def test_probes_are_open(keyed_client):
 
 
 def test_wrong_key_is_rejected(keyed_client, keys):
-    for headers in (bearer("not-the-key"), {"X-API-Key": keys.client + "x"}, bearer(keys.client[:-1])):
+    for headers in (
+        bearer("not-the-key"),
+        {"X-API-Key": keys.client + "x"},
+        bearer(keys.client[:-1]),
+    ):
         response = keyed_client.post("/v1/score", json=TICKET, headers=headers)
         assert response.status_code == 401
         assert response.json()["detail"] == "The API key is not valid."
@@ -81,14 +85,18 @@ def test_admin_key_needed_for_reload(keyed_client, keys):
 
 
 def test_admin_key_also_scores(keyed_client, keys):
-    response = keyed_client.post("/v1/score", json=TICKET, headers={"X-API-Key": keys.admin})
+    response = keyed_client.post(
+        "/v1/score", json=TICKET, headers={"X-API-Key": keys.admin}
+    )
     assert response.status_code == 200
 
 
 def test_reload_closed_without_admin_keys(settings_factory, demo_bundle, keys):
     from serving.app import create_app
 
-    app = create_app(settings_factory(bundle_dir=str(demo_bundle), api_keys=[keys.client]))
+    app = create_app(
+        settings_factory(bundle_dir=str(demo_bundle), api_keys=[keys.client])
+    )
     with TestClient(app) as client:
         response = client.post("/v1/admin/reload", headers=bearer(keys.client))
     assert response.status_code == 403
@@ -100,21 +108,36 @@ def test_keys_read_from_environment_and_file(monkeypatch, tmp_path, demo_bundle)
     from serving.settings import Settings
 
     key_file = tmp_path / "keys.txt"
-    key_file.write_text("# dispatch system\nfile-key-1\n\n  file-key-2  \n", encoding="utf-8")
+    key_file.write_text(
+        "# dispatch system\nfile-key-1\n\n  file-key-2  \n", encoding="utf-8"
+    )
     monkeypatch.setenv("TRIAGE_API_KEYS", "env-key-1, env-key-2")
     monkeypatch.setenv("TRIAGE_API_KEYS_FILE", str(key_file))
     monkeypatch.setenv("TRIAGE_BUNDLE_DIR", str(demo_bundle))
     monkeypatch.setenv("TRIAGE_POLL_SECONDS", "0")
-    monkeypatch.setenv("TRIAGE_FEEDBACK_DB_URL", f"sqlite:///{tmp_path / 'feedback.db'}")
+    monkeypatch.setenv(
+        "TRIAGE_FEEDBACK_DB_URL", f"sqlite:///{tmp_path / 'feedback.db'}"
+    )
     settings = Settings(_env_file=None)
     assert [k.get_secret_value() for k in settings.client_keys()] == [
-        "env-key-1", "env-key-2", "file-key-1", "file-key-2",
+        "env-key-1",
+        "env-key-2",
+        "file-key-1",
+        "file-key-2",
     ]
     assert "env-key-1" not in repr(settings)
     with TestClient(create_app(settings)) as client:
         for key in ("env-key-2", "file-key-2"):
-            assert client.post("/v1/score", json=TICKET, headers=bearer(key)).status_code == 200
-        assert client.post("/v1/score", json=TICKET, headers=bearer("# dispatch system")).status_code == 401
+            assert (
+                client.post("/v1/score", json=TICKET, headers=bearer(key)).status_code
+                == 200
+            )
+        assert (
+            client.post(
+                "/v1/score", json=TICKET, headers=bearer("# dispatch system")
+            ).status_code
+            == 401
+        )
 
 
 def test_unreadable_key_file_is_clear_error(tmp_path):
@@ -129,7 +152,9 @@ def test_keys_never_logged(settings_factory, demo_bundle, keys, caplog):
     from serving.app import create_app
 
     app = create_app(
-        settings_factory(bundle_dir=str(demo_bundle), api_keys=[keys.client], admin_keys=[keys.admin])
+        settings_factory(
+            bundle_dir=str(demo_bundle), api_keys=[keys.client], admin_keys=[keys.admin]
+        )
     )
     wrong = "wrong-key-5555"
     with caplog.at_level(logging.DEBUG):
@@ -157,7 +182,9 @@ def test_public_docs_setting_opens_openapi(settings_factory, demo_bundle, keys):
     from serving.app import create_app
 
     app = create_app(
-        settings_factory(bundle_dir=str(demo_bundle), api_keys=[keys.client], public_docs=True)
+        settings_factory(
+            bundle_dir=str(demo_bundle), api_keys=[keys.client], public_docs=True
+        )
     )
     with TestClient(app) as client:
         assert client.get("/openapi.json").status_code == 200

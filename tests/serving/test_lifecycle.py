@@ -19,7 +19,7 @@ TICKET = {"description": "数据库表空间满，ERP无法写入"}
 
 @pytest.fixture(scope="module")
 def followed_model(registry_bundle, bundles, tracking_dir):
-    """A registered model of its own, so that moving its alias disturbs no other test."""
+    """A registered model of its own, so that moving its alias affects no other test."""
     name = "serving-lifecycle-test"
     first = bundles.register(registry_bundle, name)
     bundles.move_alias(name, "champion", first)
@@ -29,7 +29,9 @@ def followed_model(registry_bundle, bundles, tracking_dir):
 def registry_app(settings_factory, name: str, **overrides):
     from serving.app import create_app
 
-    return create_app(settings_factory(model_uri=f"models:/{name}@champion", **overrides))
+    return create_app(
+        settings_factory(model_uri=f"models:/{name}@champion", **overrides)
+    )
 
 
 def reload(client: TestClient, **params):
@@ -40,7 +42,9 @@ def served_version(client: TestClient) -> str:
     return client.post("/v1/score", json=TICKET).json()["model"]["version"]
 
 
-def test_alias_move_and_rollback_followed(followed_model, registry_bundle, bundles, settings_factory):
+def test_alias_move_and_rollback_followed(
+    followed_model, registry_bundle, bundles, settings_factory
+):
     name, first = followed_model
     app = registry_app(settings_factory, name)
     with TestClient(app) as client:
@@ -67,12 +71,20 @@ def test_alias_move_and_rollback_followed(followed_model, registry_bundle, bundl
         assert served_version(client) == first
         assert reload(client).json()["outcome"] == "unchanged"
         metrics = client.get("/metrics").text
-    assert f'triage_model_info{{alias="champion",name="{name}",version="{first}"}} 1.0' in metrics
-    assert f'triage_model_info{{alias="champion",name="{name}",version="{second}"}} 0.0' in metrics
+    assert (
+        f'triage_model_info{{alias="champion",name="{name}",version="{first}"}} 1.0'
+        in metrics
+    )
+    assert (
+        f'triage_model_info{{alias="champion",name="{name}",version="{second}"}} 0.0'
+        in metrics
+    )
     assert 'triage_model_reloads_total{outcome="loaded"} 3.0' in metrics
 
 
-def test_polling_picks_up_alias_move(followed_model, registry_bundle, bundles, settings_factory):
+def test_polling_picks_up_alias_move(
+    followed_model, registry_bundle, bundles, settings_factory
+):
     name, first = followed_model
     bundles.move_alias(name, "champion", first)
     app = registry_app(settings_factory, name, poll_seconds=0.2)
@@ -84,7 +96,10 @@ def test_polling_picks_up_alias_move(followed_model, registry_bundle, bundles, s
         while served_version(client) != newer and time.monotonic() < deadline:
             time.sleep(0.2)
         assert served_version(client) == newer
-        assert client.get("/readyz").json()["last_check"]["outcome"] in ("loaded", "unchanged")
+        assert client.get("/readyz").json()["last_check"]["outcome"] in (
+            "loaded",
+            "unchanged",
+        )
     bundles.move_alias(name, "champion", first)
 
 
@@ -93,7 +108,9 @@ def test_tampered_registry_version_rejected(
 ):
     name, first = followed_model
     bundles.move_alias(name, "champion", first)
-    tampered = bundles.tamper(Path(shutil.copytree(registry_bundle, tmp_path / "tampered")))
+    tampered = bundles.tamper(
+        Path(shutil.copytree(registry_bundle, tmp_path / "tampered"))
+    )
     bad = bundles.register(tampered, name)
     app = registry_app(settings_factory, name)
     with TestClient(app) as client:
@@ -115,7 +132,11 @@ def test_tampered_registry_version_rejected(
         # Polling skips a rejected version instead of downloading it every time.
         report = app.state.service.watcher.check()
         assert report.outcome == "rejected"
-    assert any("rejected model" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert any(
+        "rejected model" in r.getMessage()
+        for r in caplog.records
+        if r.levelname == "ERROR"
+    )
     bundles.move_alias(name, "champion", first)
 
 
@@ -154,7 +175,9 @@ def test_start_without_model_is_not_ready(settings_factory, tracking_dir):
         assert client.get("/v1/model").status_code == 503
 
 
-def test_folder_tampered_in_place_rejected_on_force(bundle_copy, bundles, settings_factory):
+def test_folder_tampered_in_place_rejected_on_force(
+    bundle_copy, bundles, settings_factory
+):
     from serving.app import create_app
 
     app = create_app(settings_factory(bundle_dir=str(bundle_copy)))
@@ -169,7 +192,9 @@ def test_folder_tampered_in_place_rejected_on_force(bundle_copy, bundles, settin
     assert after["category"] == before["category"]
 
 
-def test_failing_self_test_rejected(bundle_copy, bundles, settings_factory, demo_bundle):
+def test_failing_self_test_rejected(
+    bundle_copy, bundles, settings_factory, demo_bundle
+):
     from serving.app import create_app
 
     app = create_app(settings_factory(bundle_dir=str(bundle_copy)))
@@ -178,7 +203,10 @@ def test_failing_self_test_rejected(bundle_copy, bundles, settings_factory, demo
         bundles.break_self_test(bundle_copy)
         response = reload(client)
         assert response.status_code == 409, response.text
-        assert "self-test: target category returned shape (3, 2)" in response.json()["error"]
+        assert (
+            "self-test: target category returned shape (3, 2)"
+            in response.json()["error"]
+        )
         after = client.post("/v1/score", json=TICKET).json()
         assert after["category"] == before["category"]
         assert len(after["alternatives"]) == 3
@@ -199,7 +227,9 @@ def test_self_test_rejects_broken_bundle_directly(bundle_copy, bundles):
         load_bundle(bundle_copy, threads=1)
 
 
-def test_requests_in_flight_finish_on_old_model(bundle_copy, demo_bundle, settings_factory):
+def test_requests_in_flight_finish_on_old_model(
+    bundle_copy, demo_bundle, settings_factory
+):
     """A swap during a request must not change the model that request uses."""
     from serving.app import create_app
 
@@ -210,15 +240,17 @@ def test_requests_in_flight_finish_on_old_model(bundle_copy, demo_bundle, settin
         entered, release = threading.Event(), threading.Event()
         original = old.scorer.score
 
-        def slow_score(tickets):
+        def slow_score(tickets, **options):
             entered.set()
             assert release.wait(30)
-            return original(tickets)
+            return original(tickets, **options)
 
         old.scorer.score = slow_score
         results = {}
         worker = threading.Thread(
-            target=lambda: results.update(answer=client.post("/v1/score", json=TICKET).json())
+            target=lambda: results.update(
+                answer=client.post("/v1/score", json=TICKET).json()
+            )
         )
         worker.start()
         assert entered.wait(30)
@@ -241,7 +273,9 @@ def test_watcher_skips_rejected_version_until_asked(bundle_copy, bundles):
     assert first.outcome == "rejected"
     calls = []
     original = watcher.source.load
-    watcher.source.load = lambda ref, threads: calls.append(ref) or original(ref, threads)
+    watcher.source.load = lambda ref, threads: (
+        calls.append(ref) or original(ref, threads)
+    )
     assert watcher.check().outcome == "rejected"
     assert calls == []
     assert watcher.check(retry_rejected=True).outcome == "rejected"

@@ -31,7 +31,9 @@ class LoadGenerator:
         self.outcomes: list[tuple[float, int | str, str | None]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(LOAD_THREADS)]
+        self._threads = [
+            threading.Thread(target=self._run, daemon=True) for _ in range(LOAD_THREADS)
+        ]
         self._deadline = time.monotonic() + MAX_SECONDS
 
     def start(self) -> None:
@@ -39,16 +41,24 @@ class LoadGenerator:
             thread.start()
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.base, headers=self.headers, timeout=30) as client:
+        with httpx.Client(
+            base_url=self.base, headers=self.headers, timeout=30
+        ) as client:
             while not self._stop.is_set() and time.monotonic() < self._deadline:
                 with self._lock:
                     if len(self.outcomes) >= MAX_REQUESTS:
                         return
                 try:
                     response = client.post("/v1/score", json=TICKET)
-                    version = response.json()["model"]["version"] if response.status_code == 200 else None
+                    version = (
+                        response.json()["model"]["version"]
+                        if response.status_code == 200
+                        else None
+                    )
                     outcome: tuple = (time.monotonic(), response.status_code, version)
-                except Exception as exc:  # recorded and asserted on, not raised in a thread
+                except (
+                    Exception
+                ) as exc:  # recorded and asserted on, not raised in a thread
                     outcome = (time.monotonic(), type(exc).__name__, None)
                 with self._lock:
                     self.outcomes.append(outcome)
@@ -67,7 +77,9 @@ class LoadGenerator:
             if len(recent) == 2 and set(recent) == {version}:
                 return
             time.sleep(0.1)
-        raise AssertionError(f"the server did not switch to version {version} in {timeout:.0f} s")
+        raise AssertionError(
+            f"the server did not switch to version {version} in {timeout:.0f} s"
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -77,7 +89,11 @@ class LoadGenerator:
 
 def server_env(store: Path, **extra: str) -> dict[str, str]:
     repo = str(Path(__file__).resolve().parents[2])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "PROMETHEUS_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TRIAGE_", "PROMETHEUS_"))
+    }
     env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
     env["TRIAGE_FEEDBACK_DB_URL"] = f"sqlite:///{store}"
     env.update(extra)
@@ -99,8 +115,17 @@ def test_reload_under_load_fails_no_request(
         TRIAGE_ADMIN_KEYS=keys.admin,
     )
     server = start_server(
-        [sys.executable, "-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1",
-         "--port", "{port}", "--no-access-log"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "serving.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--no-access-log",
+        ],
         env,
     )
     server.wait_ready()
@@ -114,7 +139,9 @@ def test_reload_under_load_fails_no_request(
         bundles.move_alias(name, "champion", second)
         load.wait_for_version(second)
 
-        tampered = bundles.tamper(Path(shutil.copytree(registry_bundle, tmp_path / "tampered")))
+        tampered = bundles.tamper(
+            Path(shutil.copytree(registry_bundle, tmp_path / "tampered"))
+        )
         bad = bundles.register(tampered, name)
         marked = time.monotonic()
         bundles.move_alias(name, "champion", bad)
@@ -154,15 +181,28 @@ def test_reload_under_load_fails_no_request(
 def test_serve_with_two_workers(demo_bundle, keys, start_server, tmp_path):
     env = server_env(tmp_path / "feedback.db", TRIAGE_API_KEYS=keys.client)
     server = start_server(
-        [sys.executable, "-m", "training.cli", "serve", "--bundle", str(demo_bundle),
-         "--port", "{port}", "--workers", "2", "--no-access-log"],
+        [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "serve",
+            "--bundle",
+            str(demo_bundle),
+            "--port",
+            "{port}",
+            "--workers",
+            "2",
+            "--no-access-log",
+        ],
         env,
     )
     server.wait_ready()
     headers = {"X-API-Key": keys.client}
     # New connections, so that the kernel spreads them over both workers.
     statuses = Counter(
-        httpx.post(f"{server.base}/v1/score", json=TICKET, headers=headers, timeout=30).status_code
+        httpx.post(
+            f"{server.base}/v1/score", json=TICKET, headers=headers, timeout=30
+        ).status_code
         for _ in range(60)
     )
     assert statuses == Counter({200: 60})
@@ -176,7 +216,9 @@ def test_serve_with_two_workers(demo_bundle, keys, start_server, tmp_path):
         time.sleep(0.5)
     assert len(pids) == 2, text
     served = re.search(
-        r'triage_http_requests_total\{method="POST",route="/v1/score",status="200"\} (\d+)', text
+        r'triage_http_requests_total\{method="POST",route="/v1/score",'
+        r'status="200"\} (\d+)',
+        text,
     )
     assert served is not None, text
     assert float(served.group(1)) == 60

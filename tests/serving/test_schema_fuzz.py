@@ -38,7 +38,9 @@ CONFORMING_PATHS = {"/healthz", "/readyz", "/metrics"}
 @pytest.fixture(scope="module")
 def fuzz_client(demo_bundle, settings_factory, keys):
     app = create_app(
-        settings_factory(bundle_dir=str(demo_bundle), api_keys=[keys.client], admin_keys=[keys.admin])
+        settings_factory(
+            bundle_dir=str(demo_bundle), api_keys=[keys.client], admin_keys=[keys.admin]
+        )
     )
     with TestClient(app, base_url=BASE_URL, raise_server_exceptions=False) as client:
         yield client
@@ -66,5 +68,9 @@ def test_generated_requests_get_no_server_error(case, fuzz_client, keys):
     response = fuzz_client.request(**request)
     checks = [not_a_server_error]
     if conforms(case):
-        checks += [status_code_conformance, content_type_conformance, response_schema_conformance]
+        checks += [
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ]
     case.validate_response(response, checks=checks)
