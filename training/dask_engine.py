@@ -432,9 +432,16 @@ class DaskTraining:
         import scipy.sparse as sp
         from lightgbm import DaskLGBMClassifier, DaskLGBMRegressor
 
-        from models.estimators import build_estimator
+        from models.estimators import (
+            DEFAULT_CLASS_WEIGHT,
+            build_estimator,
+            class_weights,
+        )
 
         n_classes = 0 if target.kind == "regression" else len(np.unique(labels))
+        if target.kind != "regression":
+            # The same balanced class weights as the local engine's fit.
+            params = {**(params or {}), "class_weight": class_weights(labels, DEFAULT_CLASS_WEIGHT)}
         local = build_estimator(target.kind, n_classes, seed, self.n_jobs, params)
         options = {k: v for k, v in local.get_params().items() if k != "n_jobs"}
         kind = DaskLGBMRegressor if target.kind == "regression" else DaskLGBMClassifier
