@@ -49,6 +49,8 @@ class Coalescer:
         self.max_batch = max_batch
         self._queue: deque[_Pending] = deque()
         self._running = 0
+        # The event loop keeps only weak references to tasks.
+        self._tasks: set[asyncio.Task] = set()
         self.batch_sizes: Callable[[int], None] | None = None
         """Called with the size of every call, for metrics."""
 
@@ -59,7 +61,9 @@ class Coalescer:
         self._queue.append(_Pending(model, tuple(include), record, future))
         if self._running < self._slots:
             self._running += 1
-            asyncio.create_task(self._drain())
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await future
 
     def _take_batch(self) -> list[_Pending]:

@@ -162,13 +162,6 @@ class ModelWatcher:
         self._rejected: dict[str, str] = {}
         self._failures = 0
 
-    def load_initial(self) -> LoadedModel:
-        """Load the first model; raise BundleError or the source's error on failure."""
-        ref = self.source.current()
-        model = self.source.load(ref, self.threads)
-        self._install(model, ref)
-        return model
-
     def check(
         self, *, retry_rejected: bool = False, force: bool = False
     ) -> ReloadReport:
