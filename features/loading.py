@@ -22,6 +22,15 @@ SUPPORTED_SUFFIXES = (".csv", ".xlsx", ".xls", ".parquet")
 DEFAULT_CHUNK_ROWS = 100_000
 
 
+# Cells up to this many characters are read; the csv module's default of 131,072
+# would abort the whole file on one long handling note.
+CSV_FIELD_LIMIT = 64 * 1024 * 1024
+
+
+class ExportError(ValueError):
+    """An export cannot be read at all: wrong suffix, empty, or not UTF-8."""
+
+
 class RowError(ValueError):
     """A row cannot be used; raised at the first such row in strict mode."""
 
@@ -72,7 +81,7 @@ def read_export(path: str | Path) -> pd.DataFrame:
         frame = pd.read_parquet(path)
         frame[SOURCE_LINE] = np.arange(1, len(frame) + 1)
         return frame
-    raise ValueError(
+    raise ExportError(
         f"export {path} has suffix {suffix!r}; expected one of {', '.join(SUPPORTED_SUFFIXES)}"
     )
 
@@ -87,12 +96,26 @@ def _iter_csv(path: Path, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
     The first frame is yielded even when the file has no records, so a caller
     always sees the header.
     """
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        yield from _iter_csv_records(path, chunk_rows)
+    except UnicodeDecodeError as exc:
+        raise ExportError(
+            f"export {path} is not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start} of a block); save it as UTF-8 (for example "
+            f"`iconv -f GBK -t UTF-8 {path.name}`) and retry"
+        ) from None
+    except csv.Error as exc:
+        raise ExportError(f"export {path} is not valid CSV: {exc}") from None
+
+
+def _iter_csv_records(path: Path, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
-            raise ValueError(f"export {path} is empty; expected a header row") from None
+            raise ExportError(f"export {path} is empty; expected a header row") from None
         rows: list[list[str]] = []
         lines: list[int] = []
         bad: list[tuple[int, int]] = []
@@ -463,6 +486,7 @@ def _merge_results(parts: list[LoadResult]) -> LoadResult:
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
+    "ExportError",
     "LoadResult",
     "RejectedRow",
     "RowError",

@@ -123,7 +123,10 @@ def _read_file(path: Path) -> dict[str, Any]:
         import yaml
 
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            try:
+                data = yaml.safe_load(fh)
+            except yaml.YAMLError as exc:
+                raise MappingError(f"mapping {path} cannot be parsed: {exc}") from exc
         if not isinstance(data, dict):
             raise MappingError(f"mapping {path} must contain a table at the top level")
         return data

@@ -39,7 +39,10 @@ def demo_data(rows: int, out: Path, seed: int) -> None:
     """Write synthetic tickets in the canonical schema."""
     from .demo_data import write_demo_data
 
-    path = write_demo_data(rows, out, seed=seed)
+    try:
+        path = write_demo_data(rows, out, seed=seed)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--out") from exc
     click.echo(f"wrote {rows} tickets to {path}")
 
 
@@ -93,10 +96,10 @@ def train_command(data, mapping, strict, model_name, eval_fraction, seed, jobs, 
     """Train every target of the mapping, check ONNX parity and register the bundle."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from features.loading import RowError
+    from features.loading import ExportError, RowError
     from features.mapping import MappingError
 
-    from .train import train
+    from .train import TrainingDataError, train
 
     try:
         result = train(
@@ -104,7 +107,7 @@ def train_command(data, mapping, strict, model_name, eval_fraction, seed, jobs, 
             strict=strict, n_jobs=jobs, tracking_uri=tracking_uri, register=not no_register,
             feedback=feedback_url, engine=engine, scheduler=scheduler,
         )
-    except (MappingError, RowError) as exc:
+    except (MappingError, RowError, ExportError, TrainingDataError) as exc:
         raise click.ClickException(str(exc)) from exc
     except (FileNotFoundError, SQLAlchemyError) as exc:
         if feedback_url is None:
@@ -116,6 +119,12 @@ def train_command(data, mapping, strict, model_name, eval_fraction, seed, jobs, 
     )
     for reason, count in sorted(load.rejected_reasons().items()):
         click.echo(f"  rejected ({reason}): {count}")
+    for row in load.rejected[:10]:
+        click.echo(f"  line {row.line}: {row.reason}")
+    if len(load.rejected) > 10:
+        click.echo(
+            f"  ... {len(load.rejected) - 10} more in the run's rejected_rows.csv artifact"
+        )
     for name, values in result.metrics.items():
         if "macro_f1" in values:
             extra = f", ROC-AUC {values['roc_auc']:.3f}" if "roc_auc" in values else ""
@@ -165,8 +174,10 @@ def evaluate_command(data, mapping, folds, repeats, mode, targets, strategy, see
     from features.loading import RowError
     from features.mapping import MappingError
 
-    from .evaluate_cv import Variant, evaluate, format_report
+    from .evaluate_cv import Variant, evaluate, format_report, register_section
+    from .recommend_eval import recommender_section
 
+    register_section(recommender_section)
     try:
         variant = Variant.from_file(variant_file) if variant_file else None
         result = evaluate(
@@ -215,8 +226,9 @@ def tune_command(data, mapping, target, mode, trials, folds, seed, timeout, trac
     except (MappingError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
-        f"best of {result.trials} trials: macro-F1 {result.best_value:.3f} "
-        f"(trial {result.best_trial}); MLflow run {result.run_id}"
+        f"best of {result.trials} trials: trial {result.best_trial}, objective "
+        f"{result.best_value:.3f} (macro-F1 {result.best_figures['macro_f1']:.3f}, "
+        f"ECE {result.best_figures['ece']:.3f}); MLflow run {result.run_id}"
     )
     click.echo(json.dumps(result.best_variant.to_dict(), ensure_ascii=False, indent=2))
     if out is not None:

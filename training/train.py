@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,10 @@ from features.schema import METADATA_FIELDS, TEXT_FIELDS
 from features.taxonomy import DEFAULT_TAXONOMY
 from features.text import DOMAIN_DICTIONARY, get_tokenizer, token_string
 from models.bundle import TargetEntry, write_manifest
-from models.estimators import DEFAULT_PARAMS, TargetModel, fit_target
+from models.calibration import calibrated_graph, fit_calibrated, held_out_figures
+from models.estimators import DEFAULT_CLASS_WEIGHT, DEFAULT_PARAMS, TargetModel
 from models.export import require_parity, to_onnx
+from models.similar import write_index
 
 from .evaluate import classification_metrics, plot_confusion, regression_metrics
 from .scale import check_parity_in_batches, large_data_params
@@ -44,6 +46,10 @@ PROBE_TEXTS = (
     "   \t\n  ",
     "",
 )
+
+
+class TrainingDataError(ValueError):
+    """The export has too few usable tickets or labels to train on."""
 
 
 @dataclass
@@ -152,6 +158,33 @@ def probe_frame(tickets: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     return base
 
 
+# Targets that also get a closure-mode model, which reads the closure notes
+# besides the intake fields; its bundle entry is named with CLOSURE_SUFFIX.
+CLOSURE_TARGETS = ("category",)
+CLOSURE_SUFFIX = "_closure"
+
+
+def closure_inputs(load: LoadResult, intake_frame, progress: bool):
+    """Spec, feature frame and probe frame of closure mode, or None when it does not apply.
+
+    None when the mapping maps no column to the closure notes, when no target of
+    :data:`CLOSURE_TARGETS` is declared, or when the intake features were not
+    built in this process (the Dask engine).
+    """
+    mapping = load.mapping
+    if intake_frame is None or "closure_notes" not in mapping.closure:
+        return None
+    if not mapping.fields.get("closure_notes"):
+        return None
+    if not any(name in mapping.targets for name in CLOSURE_TARGETS):
+        return None
+    tickets = load.tickets
+    spec = intake_spec(mapping, mode="closure")
+    texts = [ticket_text(r, spec) for r in tickets[list(spec.text_fields)].to_dict("records")]
+    frame = feature_frame(tickets, spec, tokens=tokenize_texts(texts, progress=progress))
+    return spec, frame, feature_frame(probe_frame(tickets, spec), spec)
+
+
 def fit_and_check(
     target: TargetSpec,
     frame: pd.DataFrame,
@@ -166,9 +199,11 @@ def fit_and_check(
     ticket_ids: np.ndarray,
 ) -> tuple[TargetModel, Any, dict[str, Any], np.ndarray]:
     """Fit one target, evaluate it, export it and check parity on eval rows and probes."""
-    model = fit_target(
+    # Classifiers get temperatures and per-class thresholds fitted on a
+    # held-out part of the training rows, then are refitted on all of them.
+    model, calibration = fit_calibrated(
         target.name, target.kind, frame[train], y[train], spec,
-        seed=seed, n_jobs=n_jobs, params=params,
+        seed=seed, n_jobs=n_jobs, params=params, class_weight=DEFAULT_CLASS_WEIGHT,
     )
     eval_frame = frame[evaluation]
     scores = model.predict_scores(eval_frame) if len(eval_frame) else np.zeros((0, 1))
@@ -183,7 +218,8 @@ def fit_and_check(
     else:
         y_eval = y[evaluation].astype(bool if target.kind == "binary" else str)
         metrics = classification_metrics(y_eval, scores, model.labels)
-    graph = to_onnx(model, spec)
+        metrics.update(held_out_figures(calibration, model, scores, y_eval))
+    graph = calibrated_graph(model, to_onnx(model, spec))
     check_rows = pd.concat([eval_frame, probes], ignore_index=True)
     ids = list(ticket_ids[evaluation]) + [f"probe-{i}" for i in range(len(probes))]
     report = check_parity_in_batches(model, graph, check_rows, ids)
@@ -246,7 +282,7 @@ def train(
         load = merged.load
     tickets = load.tickets
     if len(tickets) < 10:
-        raise ValueError(
+        raise TrainingDataError(
             f"{data} has {len(tickets)} usable tickets; training needs at least 10"
         )
     if eval_mask is not None and len(eval_mask) != len(tickets):
@@ -282,7 +318,18 @@ def train(
         if merged is not None:
             merged.log_to_mlflow()
         targets = list(load.mapping.targets.values())
-        for target in tqdm(targets, desc="fit targets", unit="target", disable=not progress):
+        inputs = {"intake": (spec, frame, probes)}
+        closure = closure_inputs(load, frame, progress)
+        jobs = [(target, "intake") for target in targets]
+        if closure is not None:
+            inputs["closure"] = closure
+            jobs += [
+                (replace(t, name=f"{t.name}{CLOSURE_SUFFIX}"), "closure")
+                for t in targets
+                if t.name in CLOSURE_TARGETS
+            ]
+        for target, mode in tqdm(jobs, desc="fit targets", unit="target", disable=not progress):
+            mode_spec, mode_frame, mode_probes = inputs[mode]
             labelled = _labelled(tickets, target)
             if eval_mask is None:
                 eval_rows = np.zeros(len(tickets), dtype=bool)
@@ -301,7 +348,7 @@ def train(
                 continue
             target_params = large_data_params(int(train_rows.sum()), params)
             model, graph, target_metrics, scores = fit(
-                target, frame, y, train_rows, eval_rows, spec, probes,
+                target, mode_frame, y, train_rows, eval_rows, mode_spec, mode_probes,
                 seed, n_jobs, target_params, ticket_ids,
             )
             fitted[target.name] = model
@@ -322,18 +369,24 @@ def train(
                     labels=[_json_label(v) for v in model.labels],
                     transform=model.transform,
                     threshold=0.5 if target.kind == "binary" else None,
+                    class_thresholds=getattr(model, "class_thresholds", {}),
                     limit_hours=target.limit_hours,
                     limits=target.limits,
                     limit_by=target.limit_by,
                     residual_scale=target_metrics.get("log_residual_scale"),
+                    mode=mode,
                 )
             )
             y_eval = y[eval_rows].astype(bool if target.kind == "binary" else str) if target.kind != "regression" else y[eval_rows]
             _log_target(target, target_metrics, y_eval, scores, model, plots_dir)
 
         if not entries:
-            raise ValueError("no target had enough labelled rows to train")
-        manifest = _write_bundle(bundle_dir, load, spec, entries, metrics, model_name, seed)
+            raise TrainingDataError("no target had enough labelled rows to train")
+        similar = _write_similar_index(bundle_dir, tickets, spec, frame)
+        manifest = _write_bundle(
+            bundle_dir, load, spec, entries, metrics, model_name, seed, similar,
+            closure_spec=closure[0] if closure is not None else None,
+        )
         mlflow.log_dict(manifest, "manifest.json")
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
         version, aliases = None, []
@@ -377,7 +430,23 @@ def _known_values(tickets: pd.DataFrame, spec: FeatureSpec, limit: int = 200) ->
     return values
 
 
-def _write_bundle(bundle_dir, load, spec, entries, metrics, model_name, seed) -> dict:
+def _write_similar_index(bundle_dir, tickets, spec, frame) -> dict | None:
+    """Build the closed-ticket index into the bundle, reusing the training tokens."""
+    if frame is None:
+        # TODO: build the index on the cluster; until then Dask-trained bundles
+        # serve without similar tickets, as bundles from older releases do.
+        logger.warning(
+            "no similar-ticket index: the dask engine keeps the ticket text on the "
+            "cluster; train with the local engine to ship one"
+        )
+        return None
+    tokens = frame["tokens"].tolist()
+    return write_index(bundle_dir, tickets, spec.text_fields, spec.categorical, tokens)
+
+
+def _write_bundle(
+    bundle_dir, load, spec, entries, metrics, model_name, seed, similar=None, closure_spec=None
+) -> dict:
     import lightgbm
     import onnxruntime
     import skl2onnx
@@ -391,8 +460,10 @@ def _write_bundle(bundle_dir, load, spec, entries, metrics, model_name, seed) ->
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mapping": load.mapping.to_dict(),
         "feature_spec": spec.to_dict(),
+        "closure_feature_spec": closure_spec.to_dict() if closure_spec is not None else None,
         "dictionary": "it_ops.txt",
         "targets": [e.to_dict() for e in entries],
+        "similar": similar,
         "metrics": metrics,
         "known_values": _known_values(tickets, spec),
         "data_window": {

@@ -112,3 +112,30 @@ def test_ict_export_loads_with_shipped_mapping(ict_path, ict_mapping):
     # 紧急抢修 is known for 176 tickets only; the rest stay unlabelled for escalation.
     assert tickets["escalated"].notna().sum() == 176
     assert (tickets["description"].str.len() > 0).all()
+
+
+def test_non_utf8_export_names_encoding_and_fix(tmp_path):
+    from features.loading import ExportError
+
+    data, mapping = write(tmp_path, CSV)
+    data.write_bytes(data.read_text(encoding="utf-8").encode("gbk"))
+    with pytest.raises(ExportError, match="is not UTF-8.*save it as UTF-8"):
+        load_tickets(data, mapping)
+
+
+def test_long_cell_does_not_abort_the_file(tmp_path):
+    data, mapping = write(tmp_path, CSV)
+    text = data.read_text(encoding="utf-8").replace("网络中断", "网络中断" + "长" * 300_000)
+    data.write_text(text, encoding="utf-8")
+    result = load_tickets(data, mapping)
+    assert result.rows_used == 2
+    assert len(result.tickets.set_index("ticket_id").loc["3", "description"]) > 300_000
+
+
+def test_unknown_suffix_rejected(tmp_path):
+    from features.loading import ExportError
+
+    path = tmp_path / "export.txt"
+    path.write_text("a,b\n", encoding="utf-8")
+    with pytest.raises(ExportError, match=r"suffix '\.txt'; expected one of \.csv"):
+        load_tickets(path)
