@@ -223,6 +223,7 @@ def retrain(
     from mlflow import MlflowClient
 
     from . import registry
+    from .train import train
 
     load = load or load_tickets(data, mapping)
     split = split_months(load.tickets, window_months, month)
@@ -256,16 +257,18 @@ def retrain(
             for name, count in held_out.items():
                 mlflow.log_metric(f"feedback.{name}.held_out_of_month", count)
         try:
-            trained = _train_challenger(
+            trained = train(
                 data,
-                subset,
-                newest,
-                model_name,
-                dry_run,
-                seed,
-                n_jobs,
-                params,
-                progress,
+                model_name=model_name,
+                seed=seed,
+                n_jobs=n_jobs,
+                params=params,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                register=not dry_run,
+                progress=progress,
+                load=subset,
+                eval_mask=newest,
             )
         except ParityError as exc:
             result.decision = GateDecision(passed=False, reasons=[str(exc)])
@@ -330,24 +333,6 @@ def _skip_month(client, result: RetrainResult) -> bool:
         "same data" if same else "trained on different data",
     )
     return True
-
-
-def _train_challenger(
-    data, subset, newest, model_name, dry_run, seed, n_jobs, params, progress
-):
-    from .train import train
-
-    return train(
-        data,
-        model_name=model_name,
-        seed=seed,
-        n_jobs=n_jobs,
-        params=params,
-        register=not dry_run,
-        progress=progress,
-        load=subset,
-        eval_mask=newest,
-    )
 
 
 def compare_models(
@@ -418,10 +403,11 @@ def _measure_drift(
 
     before = scorer.predict(window.to_dict("records"))
     after = scorer.predict(month.to_dict("records"))
+    # Closure-mode models never score at intake, so their confidence is left out.
     confidence = {
         t.name: (before[t.name].max(axis=1), after[t.name].max(axis=1))
         for t in scorer.targets
-        if t.kind != "regression" and len(month)
+        if t.kind != "regression" and t.mode == "intake" and len(month)
     }
     report = drift_report(
         window,
