@@ -49,7 +49,7 @@ ECE_BINS = 15
 # Share of the training rows held out to fit the temperatures and thresholds.
 CALIBRATION_FRACTION = 0.2
 # A top class needs this many held-out rows for a temperature of its own.
-MIN_CLASS_ROWS = 10
+MIN_CLASS_ROWS = 30
 # Temperatures are searched over [exp(-3), exp(3)], about 0.05 to 20.
 LOG_TEMPERATURE_BOUND = 3.0
 PROBABILITIES = "probabilities"

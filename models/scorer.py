@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from features.inputs import FeatureSpec, ticket_feeds
+from features.inputs import FeatureSpec, ticket_feeds, ticket_text
 from features.mapping import fold
 from features.taxonomy import Taxonomy, load_taxonomy
-from features.text import use_dictionary
+from features.text import PLACEHOLDERS, tokenize, use_dictionary
 
 from .bundle import TargetEntry, find_bundle, read_manifest
 
@@ -84,13 +84,19 @@ class Scorer:
             return self.closure_spec
         return self.spec
 
-    def predict(self, tickets: Sequence[MappingType[str, Any]]) -> dict[str, np.ndarray]:
-        """Return per target the calibrated probabilities, or predicted values."""
+    def predict(
+        self, tickets: Sequence[MappingType[str, Any]], modes: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Return per target the calibrated probabilities, or predicted values.
+
+        ``modes`` limits the targets to those modes (``intake``, ``closure``).
+        """
+        chosen = [t for t in self.targets if modes is None or t.mode in modes]
         if not tickets:
-            return {t.name: np.zeros((0, max(1, len(t.labels)))) for t in self.targets}
+            return {t.name: np.zeros((0, max(1, len(t.labels)))) for t in chosen}
         feeds_by_mode: dict[str, dict[str, np.ndarray]] = {}
         results: dict[str, np.ndarray] = {}
-        for entry in self.targets:
+        for entry in chosen:
             spec = self._spec_for(entry)
             if spec.mode not in feeds_by_mode:
                 feeds_by_mode[spec.mode] = ticket_feeds(tickets, spec)
@@ -115,7 +121,8 @@ class Scorer:
 
     def score(self, tickets: Sequence[MappingType[str, Any]]) -> list[dict[str, Any]]:
         """Score tickets and build one answer per ticket, in input order."""
-        predictions = self.predict(tickets)
+        # Closure-mode models need the closure notes; an answer at intake has none.
+        predictions = self.predict(tickets, modes=("intake",))
         return [self._answer(predictions, i, tickets[i]) for i in range(len(tickets))]
 
     def score_frame(self, tickets) -> "pd.DataFrame":
@@ -165,7 +172,12 @@ class Scorer:
     ) -> dict[str, Any]:
         answer: dict[str, Any] = {"targets": {}}
         category_code = None
+        # A ticket without a single word is answered from its metadata alone,
+        # which is never enough to skip review.
+        wordless = not self._has_words(ticket)
         for entry in self.targets:
+            if entry.name not in predictions:
+                continue
             values = predictions[entry.name][i]
             if entry.kind == "regression":
                 continue
@@ -181,7 +193,7 @@ class Scorer:
             ranked = self._ranked(entry, values)
             answer["targets"][entry.name] = {
                 "top": [{"code": c, "probability": p} for c, p in ranked[:TOP_K]],
-                "needs_review": self._needs_review(entry, ranked[0]),
+                "needs_review": wordless or self._needs_review(entry, ranked[0]),
             }
             if entry.name == "category":
                 category_code = ranked[0][0]
@@ -210,13 +222,17 @@ class Scorer:
         if "escalation" in self.entries:
             answer["escalation"] = answer["targets"]["escalation"]
         for entry in self.targets:
-            if entry.kind == "regression":
+            if entry.kind == "regression" and entry.name in predictions:
                 value = float(predictions[entry.name][i])
                 answer["targets"][entry.name] = self._regression_answer(
                     entry, value, ticket, answer
                 )
         answer.setdefault("needs_review", False)
         return answer
+
+    def _has_words(self, ticket: MappingType[str, Any]) -> bool:
+        """True when the ticket's intake text has a token other than a placeholder."""
+        return any(t not in PLACEHOLDERS for t in tokenize(ticket_text(ticket, self.spec)))
 
     def _needs_review(self, entry: TargetEntry, top: tuple[str, float]) -> bool:
         code, probability = top
