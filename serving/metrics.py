@@ -6,6 +6,10 @@ do not share counters. With several worker processes, set
 ``triage serve --workers N`` does. Every worker then writes its values there,
 and a scrape of any worker returns the sum over all of them. The loaded model
 is reported per worker process.
+
+NOTE: nothing calls ``prometheus_client.multiprocess.mark_process_dead`` when
+uvicorn replaces a worker, so the model gauge of a dead worker stays in the
+output until the folder is emptied; ``triage serve`` uses a new folder per start.
 """
 
 from __future__ import annotations
