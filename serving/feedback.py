@@ -124,7 +124,9 @@ class FeedbackEntry:
     def accepted(self) -> bool:
         """True when every chosen label equals the suggested one."""
         chosen = {k: v for k, v in self.chosen.items() if v is not None}
-        return bool(chosen) and all(self.suggested.get(k) == v for k, v in chosen.items())
+        return bool(chosen) and all(
+            self.suggested.get(k) == v for k, v in chosen.items()
+        )
 
     def columns(self) -> dict[str, Any]:
         values = {
@@ -182,7 +184,9 @@ def create_store_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}
+    )
 
     # pysqlite opens transactions lazily and never around DDL; this recipe from the
     # SQLAlchemy SQLite dialect docs hands transaction control to SQLAlchemy.
@@ -225,12 +229,13 @@ class FeedbackStore:
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
-        if not create and parsed.get_backend_name() == "sqlite":
-            if not parsed.database or not Path(parsed.database).is_file():
-                raise FileNotFoundError(
-                    f"feedback database {parsed.database!r} not found; expected the "
-                    "SQLite file the service writes (setting TRIAGE_FEEDBACK_DB_URL)"
-                )
+        is_sqlite = parsed.get_backend_name() == "sqlite"
+        exists = bool(parsed.database) and Path(parsed.database or "").is_file()
+        if not create and is_sqlite and not exists:
+            raise FileNotFoundError(
+                f"feedback database {parsed.database!r} not found; expected the "
+                "SQLite file the service writes (setting TRIAGE_FEEDBACK_DB_URL)"
+            )
         self.engine = create_store_engine(self.url)
         self.revision = upgrade_schema(self.engine)
         logger.info(
@@ -255,7 +260,9 @@ class FeedbackStore:
                 new_id = connection.execute(
                     insert(FeedbackRow).values(**values).returning(FeedbackRow.id)
                 ).scalar_one()
-            return RecordedFeedback(new_id, entry.accepted, values["recorded_at"], False)
+            return RecordedFeedback(
+                new_id, entry.accepted, values["recorded_at"], False
+            )
         except IntegrityError:
             existing = self._feedback_by_request(entry.request_id)
             if existing is None:
@@ -266,12 +273,16 @@ class FeedbackStore:
                 f"ticket {existing.ticket_id!r} with other labels; send a new request "
                 "id for a new entry"
             )
-        return RecordedFeedback(existing.id, existing.accepted, existing.recorded_at, True)
+        return RecordedFeedback(
+            existing.id, existing.accepted, existing.recorded_at, True
+        )
 
     def _feedback_by_request(self, request_id: str) -> FeedbackRow | None:
         with self.engine.connect() as connection:
             row = connection.execute(
-                select(FeedbackRow.__table__).where(FeedbackRow.request_id == request_id)
+                select(FeedbackRow.__table__).where(
+                    FeedbackRow.request_id == request_id
+                )
             ).first()
         return FeedbackRow(**row._asdict()) if row is not None else None
 
@@ -423,7 +434,9 @@ class ScoredTicketLog:
             self._queue.put_nowait(row)
         except queue.Full:
             self.dropped += 1
-            self._warn_throttled("scored-ticket log queue is full; %d rows dropped so far")
+            self._warn_throttled(
+                "scored-ticket log queue is full; %d rows dropped so far"
+            )
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued row is written or given up; False on timeout."""
@@ -439,7 +452,9 @@ class ScoredTicketLog:
         try:
             self._queue.put(None, timeout=timeout)
         except queue.Full:
-            logger.warning("scored-ticket log stopped with %d rows unwritten", self._queue.qsize())
+            logger.warning(
+                "scored-ticket log stopped with %d rows unwritten", self._queue.qsize()
+            )
             return
         self._thread.join(timeout)
 

@@ -12,8 +12,8 @@ import logging
 import threading
 import time
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -170,7 +170,9 @@ async def feedback_lifespan(app: FastAPI):
     try:
         await run_in_threadpool(service.store)
     except HTTPException:
-        logger.warning("starting without the feedback store; the feedback endpoints return 503")
+        logger.warning(
+            "starting without the feedback store; the feedback endpoints return 503"
+        )
     try:
         yield
     finally:
@@ -230,10 +232,18 @@ def label_errors(body: FeedbackRequest, taxonomy: Taxonomy) -> list[dict[str, An
     response_model=FeedbackAnswer,
     summary="Record the labels an operator accepted or corrected for a ticket.",
     responses={
-        409: {"model": ErrorResponse, "description": "The request id was used for a "
-              "different entry."},
-        422: {"model": ErrorResponse, "description": "A field is invalid; errors names it."},
-        503: {"model": ErrorResponse, "description": "The feedback store is unavailable."},
+        409: {
+            "model": ErrorResponse,
+            "description": "The request id was used for a different entry.",
+        },
+        422: {
+            "model": ErrorResponse,
+            "description": "A field is invalid; errors names it.",
+        },
+        503: {
+            "model": ErrorResponse,
+            "description": "The feedback store is unavailable.",
+        },
     },
 )
 def post_feedback(body: FeedbackRequest, request: Request) -> Any:
@@ -265,7 +275,7 @@ def post_feedback(body: FeedbackRequest, request: Request) -> Any:
         "ticket_id": body.ticket_id,
         "accepted": recorded.accepted,
         "duplicate": recorded.duplicate,
-        "recorded_at": recorded.recorded_at,
+        "recorded_at": recorded.recorded_at.replace(tzinfo=UTC),
     }
 
 
@@ -276,15 +286,23 @@ def post_feedback(body: FeedbackRequest, request: Request) -> Any:
 )
 def feedback_stats(
     request: Request,
-    since: datetime | None = Query(
-        None, description="Start of the period (ISO 8601, inclusive); default 30 days "
-        "before its end."
-    ),
-    until: datetime | None = Query(
-        None, description="End of the period (ISO 8601, exclusive); default now."
-    ),
-    model_name: str | None = Query(None, description="Count only this model's suggestions."),
-    model_version: str | None = Query(None, description="Count only this model version."),
+    since: Annotated[
+        datetime | None,
+        Query(
+            description="Start of the period (ISO 8601, inclusive); default 30 days "
+            "before its end."
+        ),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        Query(description="End of the period (ISO 8601, exclusive); default now."),
+    ] = None,
+    model_name: Annotated[
+        str | None, Query(description="Count only this model's suggestions.")
+    ] = None,
+    model_version: Annotated[
+        str | None, Query(description="Count only this model version.")
+    ] = None,
 ) -> Any:
     until = as_utc(until) if until is not None else utc_now()
     since = as_utc(since) if since is not None else until - DEFAULT_PERIOD
@@ -307,12 +325,18 @@ def feedback_stats(
         category = taxonomy.category(group["category"] or "")
         group["name"] = category.name if category else None
     return {
-        "since": since,
-        "until": until,
+        "since": since.replace(tzinfo=UTC),
+        "until": until.replace(tzinfo=UTC),
         "model_name": model_name,
         "model_version": model_version,
         **counts,
     }
 
 
-__all__ = ["FeedbackRequest", "FeedbackService", "FeedbackStats", "record_scored", "router"]
+__all__ = [
+    "FeedbackRequest",
+    "FeedbackService",
+    "FeedbackStats",
+    "record_scored",
+    "router",
+]

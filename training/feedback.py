@@ -56,7 +56,8 @@ class FeedbackMerge:
 
     def totals(self) -> dict[str, int]:
         return {
-            outcome: sum(c[outcome] for c in self.counts.values()) for outcome in OUTCOMES
+            outcome: sum(c[outcome] for c in self.counts.values())
+            for outcome in OUTCOMES
         }
 
     def keep_out_of_evaluation(self, target: str, eval_rows: np.ndarray) -> np.ndarray:
@@ -119,28 +120,44 @@ def latest_choices(
 
 
 def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
+    return (
+        value is None
+        or (isinstance(value, float) and np.isnan(value))
+        or value is pd.NA
+    )
 
 
 CHANGE_COLUMNS = [
-    "ticket_id", "target", "export_label", "feedback_label", "outcome",
-    "model_name", "model_version", "recorded_at",
+    "ticket_id",
+    "target",
+    "export_label",
+    "feedback_label",
+    "outcome",
+    "model_name",
+    "model_version",
+    "recorded_at",
 ]
 
 
 class _LabelMerger:
     """Label columns of one export as writable arrays, with the merge's bookkeeping."""
 
-    def __init__(self, tickets: pd.DataFrame, targets: dict[str, TargetSpec], model_name: str):
+    def __init__(
+        self, tickets: pd.DataFrame, targets: dict[str, TargetSpec], model_name: str
+    ):
         self.targets = targets
         self.model_name = model_name
-        self.position = {str(t): i for i, t in enumerate(tickets["ticket_id"].to_numpy())}
+        self.position = {
+            str(t): i for i, t in enumerate(tickets["ticket_id"].to_numpy())
+        }
         self.columns = {
             spec.field: tickets[spec.field].to_numpy(dtype=object, copy=True)
             for spec in targets.values()
         }
         self.counts = {name: dict.fromkeys(OUTCOMES, 0) for name in targets}
-        self.feedback_only = {name: np.zeros(len(tickets), dtype=bool) for name in targets}
+        self.feedback_only = {
+            name: np.zeros(len(tickets), dtype=bool) for name in targets
+        }
         self.changes: list[dict[str, Any]] = []
         self.unmatched = 0
 
@@ -235,4 +252,10 @@ def merge_feedback(load: LoadResult, db_url: str, model_name: str) -> FeedbackMe
     return merged
 
 
-__all__ = ["FeedbackMerge", "feedback_value", "latest_choices", "merge_feedback", "merge_feedback_rows"]
+__all__ = [
+    "FeedbackMerge",
+    "feedback_value",
+    "latest_choices",
+    "merge_feedback",
+    "merge_feedback_rows",
+]

@@ -40,5 +40,7 @@ def run_online() -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("the feedback store has no offline (--sql) migrations; run them online")
+    raise SystemExit(
+        "the feedback store has no offline (--sql) migrations; run them online"
+    )
 run_online()

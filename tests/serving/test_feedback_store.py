@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from serving.feedback import (
     MIGRATIONS_DIR,
@@ -149,7 +150,7 @@ def test_store_concurrent_repeats_make_one_row(store):
     def post() -> None:
         try:
             results.append(store.record_feedback(entry("req-race")))
-        except Exception as exc:  # collected, so that the assert below shows it
+        except (FeedbackConflict, SQLAlchemyError) as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=post) for _ in range(8)]
@@ -168,7 +169,10 @@ def test_entry_accepted_only_when_all_chosen_match():
     assert entry().accepted is True
     assert entry(chosen={"category": "system"}).accepted is True
     assert entry(chosen={"category": "human"}).accepted is False
-    assert entry(chosen={"category": "system", "root_cause": "performance"}).accepted is False
+    assert (
+        entry(chosen={"category": "system", "root_cause": "performance"}).accepted
+        is False
+    )
     assert entry(chosen={"category": "system", "escalation": True}).accepted is False
     assert entry(chosen={}).accepted is False
 
@@ -370,7 +374,9 @@ def test_scored_log_counts_rows_it_cannot_write(tmp_path):
     log = ScoredTicketLog(store)
     with store.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE scored_tickets")
-    log.record({"ticket_id": "T"}, {"request_id": "r", "model": {}}, time.perf_counter())
+    log.record(
+        {"ticket_id": "T"}, {"request_id": "r", "model": {}}, time.perf_counter()
+    )
     assert log.flush(timeout=30)
     log.close()
     store.close()
@@ -393,7 +399,9 @@ def feedback_body(index: int) -> dict:
     }
 
 
-def test_killed_server_keeps_acknowledged_feedback(store_url, demo_bundle, start_server):
+def test_killed_server_keeps_acknowledged_feedback(
+    store_url, demo_bundle, start_server
+):
     """Every feedback entry answered 200 is in the store after kill -9 of the server
     that answered it, on SQLite and on PostgreSQL."""
     env = {
@@ -406,14 +414,24 @@ def test_killed_server_keeps_acknowledged_feedback(store_url, demo_bundle, start
         "TRIAGE_ADMIN_KEYS": "",
     }
     command = [
-        sys.executable, "-m", "uvicorn", "serving.main:app",
-        "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "serving.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
     ]
     acknowledged = []
     for index in range(4):
         server = start_server(command, env)
         server.wait_ready()
-        response = httpx.post(f"{server.base}/v1/feedback", json=feedback_body(index), timeout=30)
+        response = httpx.post(
+            f"{server.base}/v1/feedback", json=feedback_body(index), timeout=30
+        )
         if response.status_code == 200:
             os.kill(server.process.pid, signal.SIGKILL)
             acknowledged.append(response.json()["feedback_id"])

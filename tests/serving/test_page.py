@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -11,7 +13,9 @@ def client(demo_bundle, settings_factory, tmp_path_factory):
     from serving.app import create_app
 
     db = tmp_path_factory.mktemp("page") / "feedback.db"
-    settings = settings_factory(bundle_dir=str(demo_bundle), feedback_db_url=f"sqlite:///{db}")
+    settings = settings_factory(
+        bundle_dir=str(demo_bundle), feedback_db_url=f"sqlite:///{db}"
+    )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -37,7 +41,10 @@ def test_page_forbids_inline_scripts(client):
 
 @pytest.mark.parametrize(
     ("name", "media_type"),
-    [("app.js", "text/javascript; charset=utf-8"), ("style.css", "text/css; charset=utf-8")],
+    [
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("style.css", "text/css; charset=utf-8"),
+    ],
 )
 def test_static_files_have_media_types(client, name, media_type):
     response = client.get(f"/static/{name}")
@@ -60,19 +67,34 @@ def test_page_scripts_never_write_markup():
     from serving.page import STATIC_DIR
 
     script = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+    for sink in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ):
         assert sink not in script, sink
 
 
-def test_labels_list_model_categories_in_taxonomy_order(client, demo_trained):
+def test_labels_list_model_categories_in_taxonomy_order(client, demo_bundle):
+    manifest = json.loads((demo_bundle / "manifest.json").read_text(encoding="utf-8"))
+    cause_labels = next(
+        t["labels"] for t in manifest["targets"] if t["name"] == "root_cause"
+    )
     response = client.get("/v1/labels")
 
     assert response.status_code == 200
     labels = response.json()
-    assert [c["code"] for c in labels["categories"]] == ["system", "human", "third_party", "other"]
+    assert [c["code"] for c in labels["categories"]] == [
+        "system",
+        "human",
+        "third_party",
+        "other",
+    ]
     assert labels["categories"][0]["name"] == "系统故障"
     causes = {c["code"]: c for c in labels["root_causes"]}
-    assert set(causes) == {str(v) for v in demo_trained.models["root_cause"].labels}
+    assert set(causes) == {str(v) for v in cause_labels}
     assert causes["crash"]["name"] == "系统崩溃或宕机"
     assert causes["crash"]["category"] == "system"
     assert labels["escalation"] is True

@@ -80,6 +80,7 @@ def test_merge_newest_feedback_wins(demo_load):
 
 def test_merge_counts_each_outcome(demo_load):
     tickets = demo_load.tickets.copy()
+    tickets["escalated"] = tickets["escalated"].astype(object)
     tickets.loc[2, "escalated"] = None
     load = replace(demo_load, tickets=tickets)
     first, second, third = (tickets.loc[i, "ticket_id"] for i in range(3))
@@ -104,7 +105,9 @@ def test_merge_folds_unmapped_labels(demo_load):
     """The loader folds labels without a value map (NFKC, case); feedback must match."""
     ticket_id = demo_load.tickets.loc[3, "ticket_id"]
 
-    merged = merge_feedback_rows(demo_load, [feedback_row(ticket_id, root_cause=" CRASH ")], MODEL)
+    merged = merge_feedback_rows(
+        demo_load, [feedback_row(ticket_id, root_cause=" CRASH ")], MODEL
+    )
 
     assert merged.load.tickets.loc[3, "root_cause"] == fold(" CRASH ") == "crash"
 
@@ -118,8 +121,10 @@ def test_feedback_only_rows_leave_evaluation(demo_load, tracking_dir):
     rows = [
         feedback_row(tickets.loc[4, "ticket_id"], row_id=1, root_cause="crash"),
         feedback_row(tickets.loc[5, "ticket_id"], row_id=2, root_cause="crash"),
-        {**feedback_row(tickets.loc[6, "ticket_id"], row_id=3, root_cause="crash"),
-         "model_name": "another-model"},
+        {
+            **feedback_row(tickets.loc[6, "ticket_id"], row_id=3, root_cause="crash"),
+            "model_name": "another-model",
+        },
         feedback_row(tickets.loc[7, "ticket_id"], row_id=4, root_cause="crash"),
     ]
     merged = merge_feedback_rows(load, rows, MODEL)
@@ -189,7 +194,9 @@ def plan_feedback(tickets: pd.DataFrame) -> tuple[list[dict], dict]:
     """
     by_age = tickets.sort_values("created_at", kind="stable")
     counts = tickets["root_cause"].value_counts()
-    rare = next(label for label, n in counts.sort_values().items() if n <= 2 and label != "其他")
+    rare = next(
+        label for label, n in counts.sort_values().items() if n <= 2 and label != "其他"
+    )
     old = by_age.iloc[: int(len(by_age) * 0.4)]
     corrected = old[old["root_cause"].notna() & (old["root_cause"] != rare)].head(20)
     confirmed = old.drop(corrected.index).head(2)
@@ -254,7 +261,9 @@ def record_through_api(bodies: list[dict], db_url: str, bundle) -> None:
 
 
 @pytest.mark.slow
-def test_train_feedback_on_ict_records(ict_path, ict_mapping, tracking_dir, demo_bundle, tmp_path):
+def test_train_feedback_on_ict_records(
+    ict_path, ict_mapping, tracking_dir, demo_bundle, tmp_path
+):
     """``triage train --feedback`` with 20 corrections recorded through the API logs
     the merge counts and trains on the corrected labels."""
     from click.testing import CliRunner
@@ -271,8 +280,16 @@ def test_train_feedback_on_ict_records(ict_path, ict_mapping, tracking_dir, demo
     result = CliRunner().invoke(
         main,
         [
-            "train", "--data", str(ict_path), "--mapping", str(ict_mapping),
-            "--model-name", ICT_MODEL, "--feedback", db_url, "--no-register",
+            "train",
+            "--data",
+            str(ict_path),
+            "--mapping",
+            str(ict_mapping),
+            "--model-name",
+            ICT_MODEL,
+            "--feedback",
+            db_url,
+            "--no-register",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -287,7 +304,9 @@ def test_train_feedback_on_ict_records(ict_path, ict_mapping, tracking_dir, demo
     # The escalation rows labelled only by feedback on this model left evaluation.
     merged = tickets.copy()
     own = merged["ticket_id"].isin(expected["own_added"]["ticket_id"]).to_numpy()
-    merged.loc[merged["ticket_id"].isin(expected["added"]["ticket_id"]), "escalated"] = True
+    merged.loc[
+        merged["ticket_id"].isin(expected["added"]["ticket_id"]), "escalated"
+    ] = True
     labelled = merged["escalated"].notna().to_numpy()
     eval_rows = np.zeros(len(merged), dtype=bool)
     eval_rows[np.flatnonzero(labelled)[time_split(merged[labelled], 0.2)]] = True
@@ -296,12 +315,18 @@ def test_train_feedback_on_ict_records(ict_path, ict_mapping, tracking_dir, demo
     assert run.data.metrics["feedback.escalation.excluded_from_evaluation"] == excluded
 
     artifacts = tmp_path / "artifacts"
-    labels_csv = client.download_artifacts(run_id, "feedback/labels.csv", str(artifacts))
+    labels_csv = client.download_artifacts(
+        run_id, "feedback/labels.csv", str(artifacts)
+    )
     changes = pd.read_csv(labels_csv, dtype=str)
-    corrected = changes[(changes["target"] == "category") & (changes["outcome"] == "corrected")]
+    corrected = changes[
+        (changes["target"] == "category") & (changes["outcome"] == "corrected")
+    ]
     wanted = {
         str(t): other_category(c)
-        for t, c in zip(expected["corrected"]["ticket_id"], expected["corrected"]["category"])
+        for t, c in zip(
+            expected["corrected"]["ticket_id"], expected["corrected"]["category"]
+        )
     }
     assert dict(zip(corrected["ticket_id"], corrected["feedback_label"])) == wanted
 
