@@ -42,22 +42,31 @@ THIRD = "操作员误删了配置文件，导致营销系统部分功能不可�
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found; install Debian's chromium package (make system-deps)")
+        pytest.skip(
+            f"{CHROMIUM} not found; install Debian's chromium package (make system-deps)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
         yield launched
         launched.close()
 
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, locale="zh-CN"
+    )
     opened = context.new_page()
     opened.dialogs = []
     opened.errors = []
-    opened.on("dialog", lambda dialog: (opened.dialogs.append(dialog.message), dialog.dismiss()))
+    opened.on(
+        "dialog",
+        lambda dialog: (opened.dialogs.append(dialog.message), dialog.dismiss()),
+    )
     opened.on("pageerror", lambda error: opened.errors.append(str(error)))
     yield opened
     context.close()
@@ -83,8 +92,16 @@ def server_env(demo_bundle: Path, db_url: str, **settings: str) -> dict[str, str
 
 
 UVICORN = [
-    sys.executable, "-m", "uvicorn", "serving.main:app",
-    "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning",
+    sys.executable,
+    "-m",
+    "uvicorn",
+    "serving.main:app",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "{port}",
+    "--log-level",
+    "warning",
 ]
 
 
@@ -153,7 +170,11 @@ def test_page_accept_and_correct(page, server, db_url, tmp_path):
     score_requests = []
     page.on(
         "request",
-        lambda request: score_requests.append(request) if request.url.endswith("/v1/score") else None,
+        lambda request: (
+            score_requests.append(request)
+            if request.url.endswith("/v1/score")
+            else None
+        ),
     )
     open_page(page, server.base)
     page.fill("#operator", "op-01")
@@ -166,7 +187,8 @@ def test_page_accept_and_correct(page, server, db_url, tmp_path):
     assert page.locator("#category-options input:checked").count() == 1
     assert page.locator("#category-options .badge").count() == 1
     widths = page.eval_on_selector_all(
-        "#category-options .bar-fill", "nodes => nodes.map(n => n.getBoundingClientRect().width)"
+        "#category-options .bar-fill",
+        "nodes => nodes.map(n => n.getBoundingClientRect().width)",
     )
     assert max(widths) > 100
     assert page.locator("#cause-options .cause-card").count() == 3
@@ -192,7 +214,9 @@ def test_page_accept_and_correct(page, server, db_url, tmp_path):
     picked_category = other.get_attribute("value")
     page.click(f"label[for='category-{picked_category}']")
     top_cause = page.get_attribute("#cause-options input:checked", "value")
-    options = page.eval_on_selector_all("#cause-other option", "nodes => nodes.map(n => n.value)")
+    options = page.eval_on_selector_all(
+        "#cause-other option", "nodes => nodes.map(n => n.value)"
+    )
     picked_cause = next(v for v in options if v and v != top_cause)
     page.select_option("#cause-other", picked_cause)
     assert page.text_content("#submit") == "提交更正"
@@ -223,7 +247,9 @@ def test_page_accept_and_correct(page, server, db_url, tmp_path):
     assert set(rows) == {first_id, second_id, third_id}
     accepted = rows[first_id]
     assert accepted["accepted"] is True
-    assert accepted["chosen_category"] == accepted["suggested_category"] == suggested_first
+    assert (
+        accepted["chosen_category"] == accepted["suggested_category"] == suggested_first
+    )
     assert accepted["chosen_root_cause"] == accepted["suggested_root_cause"]
     assert accepted["operator_id"] == "op-01"
     assert accepted["model_name"] == "demo-test"
@@ -257,7 +283,10 @@ def add_similar_and_reasons(route) -> None:
             "similarity": 0.87,
         }
     ]
-    answer["reasons"] = [{"token": "<script>", "weight": 0.4}, {"token": "alert", "weight": 0.2}]
+    answer["reasons"] = [
+        {"token": "<script>", "weight": 0.4},
+        {"token": "alert", "weight": 0.2},
+    ]
     route.fulfill(response=response, body=json.dumps(answer, ensure_ascii=False))
 
 
@@ -273,7 +302,9 @@ def test_page_renders_markup_as_text(page, server, db_url):
     assert page.locator("#similar-list img, #reason-text img, #status b").count() == 0
     assert MARKUP in page.text_content("#similar-list")
     assert '<img src=x onerror="window.__xss=2">' in page.text_content("#similar-list")
-    marks = page.eval_on_selector_all("#reason-text mark", "nodes => nodes.map(n => n.textContent)")
+    marks = page.eval_on_selector_all(
+        "#reason-text mark", "nodes => nodes.map(n => n.textContent)"
+    )
     assert "<script>" in marks
     assert "alert" in marks
 
