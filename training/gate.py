@@ -194,14 +194,23 @@ def apply_gate(
     comparisons: Sequence[TargetComparison],
     parity: dict[str, float],
     config: GateConfig = GateConfig(),
+    champion_only: Sequence[str] = (),
 ) -> GateDecision:
     """Apply every rule of ``config``, so the challenger passes only if none fails.
 
     ``parity`` maps each challenger target to the largest probability
     difference its parity check found between the ONNX graph and the fitted
-    model.
+    model. ``champion_only`` names targets the champion serves and the
+    challenger has no model for, for example because its window held too few
+    labels; promoting it would drop them, so each one rejects it.
     """
     decision = GateDecision(passed=True)
+    for name in champion_only:
+        if config.targets is None or name in config.targets:
+            decision.reasons.append(
+                f"{name}: the challenger has no model for this target, which the "
+                "champion serves"
+            )
     by_target = {c.target: c for c in comparisons}
     judged = (
         list(config.targets)
@@ -210,6 +219,8 @@ def apply_gate(
     )
     for name in judged:
         comparison = by_target.get(name)
+        if comparison is None and name in champion_only:
+            continue
         if comparison is None:
             decision.reasons.append(
                 f"{name}: the challenger or the champion has no model for this target"

@@ -288,11 +288,9 @@ def retrain(
         month_tickets = subset.tickets[newest].reset_index(drop=True)
         window_tickets = subset.tickets[~newest].reset_index(drop=True)
         if champion is not None:
-            result.comparisons = compare_models(
-                champion, challenger, month_tickets, load.mapping
+            _judge_challenger(
+                result, champion, challenger, month_tickets, load.mapping, trained, gate
             )
-            result.decision = apply_gate(result.comparisons, trained.parity, gate)
-            _log_comparison(result)
         result.drift = _measure_drift(
             champion or challenger,
             window_tickets,
@@ -306,6 +304,22 @@ def retrain(
         )
         _decide(client, result, dry_run)
     return result
+
+
+def _judge_challenger(
+    result, champion, challenger, month_tickets, mapping, trained, gate
+):
+    """Compare both models on the month, apply the gate and log both to the run."""
+    result.comparisons = compare_models(champion, challenger, month_tickets, mapping)
+    champion_only = [
+        name
+        for name in mapping.targets
+        if champion.target(name) is not None and challenger.target(name) is None
+    ]
+    result.decision = apply_gate(
+        result.comparisons, trained.parity, gate, champion_only
+    )
+    _log_comparison(result, champion_only)
 
 
 def _subset(load: LoadResult, rows: np.ndarray) -> LoadResult:
@@ -471,7 +485,7 @@ def _log_retrain_inputs(
     )
 
 
-def _log_comparison(result: RetrainResult) -> None:
+def _log_comparison(result: RetrainResult, champion_only: list[str]) -> None:
     import mlflow
 
     metrics: dict[str, float] = {}
@@ -493,7 +507,9 @@ def _log_comparison(result: RetrainResult) -> None:
             metrics[_metric_key(f"delta.{comparison.target}.recall.{label}")] = delta
     mlflow.log_metrics(metrics)
     mlflow.log_dict([c.to_dict() for c in result.comparisons], "comparison.json")
-    mlflow.log_dict(result.decision.to_dict(), "gate.json")
+    mlflow.log_dict(
+        {**result.decision.to_dict(), "champion_only": champion_only}, "gate.json"
+    )
     with tempfile.TemporaryDirectory(prefix="triage-compare-") as folder:
         path = plot_comparison(result.comparisons, Path(folder) / "comparison.png")
         mlflow.log_artifact(str(path), "plots")

@@ -346,6 +346,14 @@ def train(
             if train_rows.sum() < 5:
                 logger.warning("target %s: only %d labelled training rows, skipped", target.name, int(train_rows.sum()))
                 continue
+            if target.kind != "regression" and len(known) < 2:
+                # No classifier can be fitted on one class. A window of recent months
+                # can hold just one: after 2016-04 the ICT records label only escalations.
+                logger.warning(
+                    "target %s: every labelled training row has the label %r, skipped",
+                    target.name, next(iter(known)),
+                )
+                continue
             target_params = large_data_params(int(train_rows.sum()), params)
             model, graph, target_metrics, scores = fit(
                 target, mode_frame, y, train_rows, eval_rows, mode_spec, mode_probes,

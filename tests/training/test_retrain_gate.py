@@ -174,3 +174,16 @@ def test_comparison_plot_is_png(tmp_path):
     )
     path = plot_comparison([comparison], tmp_path / "comparison.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_dropped_target_is_rejected():
+    probabilities = one_hot(list(TRUTH))
+    comparison = compare_classifier(
+        "category", "multiclass", TRUTH, (probabilities, LABELS), (probabilities, LABELS)
+    )
+    decision = apply_gate([comparison], {}, champion_only=["escalation"])
+    assert decision.reasons == [
+        "escalation: the challenger has no model for this target, which the champion serves"
+    ]
+    named = apply_gate([comparison], {}, GateConfig(targets=("category",)), ["escalation"])
+    assert named.passed
