@@ -48,6 +48,11 @@ logger = logging.getLogger(__name__)
 ECE_BINS = 15
 # Share of the training rows held out to fit the temperatures and thresholds.
 CALIBRATION_FRACTION = 0.2
+# Under CROSS_FIT_ROWS training rows the calibration rows are the out-of-fold
+# predictions of CROSS_FIT_FOLDS models instead, so that every training row
+# calibrates: a fifth of 150 escalation tickets is too few for a temperature.
+CROSS_FIT_ROWS = 1000
+CROSS_FIT_FOLDS = 5
 # A top class needs this many held-out rows for a temperature of its own.
 MIN_CLASS_ROWS = 30
 # Temperatures are searched over [exp(-3), exp(3)], about 0.05 to 20.
@@ -71,7 +76,7 @@ def negative_log_likelihood(probabilities: np.ndarray, truth: np.ndarray) -> flo
 
 
 def fit_temperature(probabilities: np.ndarray, truth: np.ndarray) -> float:
-    """One temperature that minimises the log loss of ``probabilities``.
+    """Fit one temperature that minimises the log loss of ``probabilities``.
 
     ``truth`` is the column of each row's true class (see :func:`label_index`).
     Returns 1.0 when fewer than two rows have a known class.
@@ -98,7 +103,7 @@ def fit_temperature(probabilities: np.ndarray, truth: np.ndarray) -> float:
 def fit_class_temperatures(
     probabilities: np.ndarray, truth: np.ndarray, min_rows: int = MIN_CLASS_ROWS
 ) -> tuple[list[float], float]:
-    """Temperatures per top class and the shared one used for classes with few rows.
+    """Fit a temperature per top class, and the shared one for classes with few rows.
 
     Returns ``(temperatures, shared)``; ``temperatures[c]`` applies to rows
     whose top class is column ``c``.
@@ -156,10 +161,9 @@ def expected_calibration_error(
 ) -> float:
     """Expected calibration error of the top label over ``bins`` equal-width bins.
 
-    The count-weighted mean of |accuracy - mean confidence| per bin, as in Guo
-    et al., "On Calibration of Modern Neural Networks" (2017). On a few hundred
-    rows it is biased upwards: a perfectly calibrated model still shows a gap
-    in each bin from the finite number of rows in it.
+    The count-weighted mean of |accuracy - mean confidence| per bin. On a few
+    hundred rows it is biased upwards: a perfectly calibrated model still
+    shows a gap in each bin from the finite number of rows in it.
     """
     if not len(probabilities):
         return 0.0
@@ -184,7 +188,7 @@ class Calibration:
 def calibration_split(y, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split row positions into fitting and calibration rows, stratified by label.
 
-    Every label keeps at least one fitting row, so that the model still sees
+    Every label keeps at least one fitting row, so that the model still learns
     it, and a label with a single row therefore gets no calibration row.
     """
     if not 0 < fraction < 1:
@@ -202,6 +206,44 @@ def calibration_split(y, fraction: float, seed: int) -> tuple[np.ndarray, np.nda
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
+def _fit_labels(kind: str, y: np.ndarray) -> np.ndarray:
+    """Cast labels as :func:`models.estimators.fit_target` fits them."""
+    return y.astype(bool) if kind == "binary" else y.astype(str)
+
+
+def _cross_fitted(name, kind, frame, y, spec, seed, fit_options):
+    """Predict every row out of fold: raw probabilities in the columns of all labels.
+
+    A row whose label its fold's model never saw gets truth -1, so that it
+    does not enter the temperatures or thresholds.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = list(np.unique(_fit_labels(kind, y)))
+    column = {str(label): i for i, label in enumerate(labels)}
+    probabilities = np.zeros((len(y), len(labels)))
+    truth = np.full(len(y), -1)
+    splitter = StratifiedKFold(CROSS_FIT_FOLDS, shuffle=True, random_state=seed)
+    for fit_rows, held_rows in splitter.split(np.zeros(len(y)), y.astype(str)):
+        model = fit_target(
+            name,
+            kind,
+            frame.iloc[fit_rows],
+            y[fit_rows],
+            spec,
+            seed=seed,
+            **fit_options,
+        )
+        columns = [column[str(label)] for label in model.labels]
+        probabilities[np.ix_(held_rows, columns)] = model.predict_raw(
+            frame.iloc[held_rows]
+        )
+        truth[held_rows] = label_index(y[held_rows], model.labels)
+        known = truth[held_rows] >= 0
+        truth[held_rows[known]] = np.array(columns)[truth[held_rows[known]]]
+    return np.arange(len(y)), probabilities, truth
+
+
 def fit_calibrated(
     name: str,
     kind: str,
@@ -211,29 +253,46 @@ def fit_calibrated(
     *,
     fraction: float = CALIBRATION_FRACTION,
     precision: float = DEFAULT_PRECISION,
-    refit: bool = True,
+    cross_fit: bool | None = None,
     seed: int = 0,
     **fit_options,
 ) -> tuple[TargetModel, Calibration | None]:
-    """Fit a classifier, then its temperatures and thresholds on held-out training rows.
+    """Fit a classifier on all rows, with temperatures and thresholds from held-out predictions.
 
-    The model is first fitted on the rows that are not held out, and the
-    temperatures and per-class thresholds on its probabilities for the
-    held-out rows. With ``refit`` the model is then fitted again on all rows
-    and keeps those temperatures and thresholds: the tiny classes need every
-    row, and the cross-validated ECE of ``training.evaluate_cv`` measures how
-    well the temperatures carry over. Regressions are fitted once, without
+    The held-out predictions come from one model fitted on all but a
+    stratified ``fraction`` of the rows, or with ``cross_fit`` from
+    :data:`CROSS_FIT_FOLDS` models, each predicting the rows it was not fitted
+    on; by default cross-fitting is used under :data:`CROSS_FIT_ROWS` rows.
+    The temperatures and per-class thresholds are fitted on those
+    predictions, and the returned model, fitted on all rows, keeps them. The
+    tiny classes need every row in the final model. How well the temperatures
+    carry over to a model fitted on more rows is what the cross-validated ECE
+    of ``training.evaluate_cv`` measures. Regressions are fitted once, without
     calibration. ``fit_options`` go to :func:`models.estimators.fit_target`.
     """
     y = np.asarray(y)
     if kind == "regression":
         return fit_target(name, kind, frame, y, spec, seed=seed, **fit_options), None
-    fit_rows, held_rows = calibration_split(y, fraction, seed)
-    model = fit_target(
-        name, kind, frame.iloc[fit_rows], y[fit_rows], spec, seed=seed, **fit_options
-    )
-    probabilities = model.predict_raw(frame.iloc[held_rows])
-    truth = label_index(y[held_rows], model.labels)
+    if cross_fit is None:
+        cross_fit = 2 * CROSS_FIT_FOLDS <= len(y) < CROSS_FIT_ROWS
+    if cross_fit:
+        held_rows, probabilities, truth = _cross_fitted(
+            name, kind, frame, y, spec, seed, fit_options
+        )
+    else:
+        fit_rows, held_rows = calibration_split(y, fraction, seed)
+        first = fit_target(
+            name,
+            kind,
+            frame.iloc[fit_rows],
+            y[fit_rows],
+            spec,
+            seed=seed,
+            **fit_options,
+        )
+        probabilities = first.predict_raw(frame.iloc[held_rows])
+        truth = label_index(y[held_rows], first.labels)
+    model = fit_target(name, kind, frame, y, spec, seed=seed, **fit_options)
     temperatures, shared = fit_class_temperatures(probabilities, truth)
     calibrated = apply_class_temperatures(probabilities, temperatures)
     thresholds = class_thresholds(calibrated, truth, model.labels, precision)
@@ -247,14 +306,13 @@ def fit_calibrated(
         log_loss_before=negative_log_likelihood(probabilities, truth),
         log_loss_after=negative_log_likelihood(calibrated, truth),
     )
-    if refit:
-        model = fit_target(name, kind, frame, y, spec, seed=seed, **fit_options)
     model.temperatures = temperatures
     model.class_thresholds = thresholds
     logger.info(
-        "calibrated %s on %d held-out rows: temperatures %s, log loss %.3f -> %.3f",
+        "calibrated %s on %d %s rows: temperatures %s, log loss %.3f -> %.3f",
         name,
         len(held_rows),
+        "cross-fitted" if cross_fit else "held-out",
         ", ".join(f"{t:.2f}" for t in temperatures),
         calibration.log_loss_before,
         calibration.log_loss_after,
@@ -382,6 +440,8 @@ def calibrated_graph(model: TargetModel, graph: onnx.ModelProto) -> onnx.ModelPr
 
 __all__ = [
     "CALIBRATION_FRACTION",
+    "CROSS_FIT_FOLDS",
+    "CROSS_FIT_ROWS",
     "ECE_BINS",
     "MIN_CLASS_ROWS",
     "Calibration",

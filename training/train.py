@@ -199,8 +199,8 @@ def fit_and_check(
     ticket_ids: np.ndarray,
 ) -> tuple[TargetModel, Any, dict[str, Any], np.ndarray]:
     """Fit one target, evaluate it, export it and check parity on eval rows and probes."""
-    # Classifiers get temperatures and per-class thresholds fitted on a
-    # held-out part of the training rows, then are refitted on all of them.
+    # Classifiers are fitted on all training rows, with temperatures and
+    # per-class thresholds from held-out or cross-fitted predictions of them.
     model, calibration = fit_calibrated(
         target.name, target.kind, frame[train], y[train], spec,
         seed=seed, n_jobs=n_jobs, params=params, class_weight=DEFAULT_CLASS_WEIGHT,
