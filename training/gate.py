@@ -202,7 +202,7 @@ def apply_gate(
     difference its parity check found between the ONNX graph and the fitted
     model. ``champion_only`` names targets the champion serves and the
     challenger has no model for, for example because its window held too few
-    labels; promoting it would drop them, so each one rejects it.
+    labels. Promoting the challenger would drop them, so each one rejects it.
     """
     decision = GateDecision(passed=True)
     for name in champion_only:

@@ -395,7 +395,7 @@ def compare_models(
 
 
 def _merge_rare(value: Any, labels: list, target: TargetSpec) -> Any:
-    """Label a ticket as the challenger was taught: unknown labels become the rare label."""
+    """Return a label as the challenger was trained on it; unknown ones become rare_label."""
     if target.kind == "binary":
         return bool(value)
     known = {str(label) for label in labels}

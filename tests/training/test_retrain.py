@@ -86,10 +86,12 @@ def write_exports(folder: Path, mapping_path: Path, ict_path: Path) -> dict[str,
     return files
 
 
-def retrain_args(data: Path, mapping: Path, *extra: str, params=FAST_PARAMS) -> list[str]:
+def retrain_args(
+    data: Path, mapping: Path, *extra: str, params=FAST_PARAMS, window: str = WINDOW
+) -> list[str]:
     return [
         "retrain", "--data", str(data), "--mapping", str(mapping), "--model-name", MODEL,
-        "--window-months", WINDOW, *params, *extra,
+        "--window-months", window, *params, *extra,
     ]
 
 
@@ -131,12 +133,22 @@ def history(tmp_path_factory, tracking_dir, ict_path, ict_mapping) -> dict[str, 
         retrain_args(files["shuffled"], ict_mapping, "--force", "--fail-on-reject"),
         client,
     )
-    # The dry run only has to leave the registry alone, so a tiny model does.
+    # The dry run only has to leave the registry alone, so a tiny model does. It
+    # evaluates 2016-08 of an export that runs to 2016-09, so that month is left out.
     steps["dry run"] = run_step(
         "dry run",
         retrain_args(
-            files["2016-09"], ict_mapping, "--dry-run",
+            files["2016-09"], ict_mapping, "--dry-run", "--month", "2016-08",
             params=("--param", "n_estimators=5", "--jobs", "1"),
+        ),
+        client,
+    )
+    # Gate limits no challenger can fail, so the promotion path runs as well.
+    steps["loose gate"] = run_step(
+        "loose gate",
+        retrain_args(
+            files["2016-09"], ict_mapping, "--max-f1-drop", "1", "--max-recall-drop", "1",
+            "--max-calibration-rise", "1", window="7",
         ),
         client,
     )
@@ -323,9 +335,29 @@ def test_dry_run_moves_nothing(history, client):
     assert "nothing registered" in step.output
     assert step.versions == before.versions
     assert (step.champion, step.previous) == (before.champion, before.previous)
-    tags = run_of(client, step).data.tags
-    assert tags["dry_run"] == "true"
-    assert tags["gate.status"] == "dry run"
+    run = run_of(client, step)
+    assert run.data.tags["dry_run"] == "true"
+    assert run.data.tags["gate.status"] == "dry run"
+    assert run.data.tags["data_month"] == "2016-08"
+    shuffled_run = run_of(client, history["shuffled"])
+    assert run.data.metrics["month_rows"] == shuffled_run.data.metrics["month_rows"]
+    assert run.data.metrics["rows"] == shuffled_run.data.metrics["rows"]
+
+
+def test_passing_gate_promotes(history, client):
+    step = history["loose gate"]
+    before = history["dry run"]
+    assert step.exit_code == 0, step.output
+    assert (
+        f"gate passed; version 6 is now the champion, version {before.champion} is previous"
+        in step.output
+    )
+    assert (step.champion, step.previous) == ("6", before.champion)
+    tags = client.get_model_version(MODEL, "6").tags
+    assert tags["gate.decision"] == "passed"
+    assert tags["champion.action"] == "retrain 2016-09: gate passed"
+    assert tags["replaced_version"] == before.champion
+    assert tags["data_window"] == "2016-02..2016-08"
 
 
 # Running processes ---------------------------------------------------------
