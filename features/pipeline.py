@@ -42,10 +42,10 @@ def frequent_categories(values, min_count: int) -> list[str]:
 def build_feature_pipeline(
     frame,
     spec: FeatureSpec,
-    max_features: int = 3000,
+    max_features: int = 5000,
     min_df: int = 3,
-    ngram_max: int = 2,
-    min_category_count: int = 3,
+    ngram_max: int = 3,
+    min_category_count: int = 4,
     char_ngrams: tuple[int, int] | None = None,
     char_max_features: int = 2000,
 ) -> ColumnTransformer:

@@ -171,6 +171,28 @@ def expected_calibration_error(
     return reliability_from_confidence(probabilities.max(axis=1), correct, bins).ece
 
 
+def ece_floor(
+    confidence: np.ndarray, bins: int = ECE_BINS, draws: int = 200, seed: int = 0
+) -> float:
+    """Estimate the ECE a perfectly calibrated model would show with these confidences.
+
+    Each draw makes every row right with probability equal to its confidence
+    and computes the ECE; the mean over ``draws`` is the part of a measured
+    ECE that comes from the number of rows alone.
+    """
+    confidence = np.asarray(confidence, dtype=float)
+    if not len(confidence):
+        return 0.0
+    rng = np.random.default_rng(seed)
+    values = [
+        reliability_from_confidence(
+            confidence, rng.random(len(confidence)) < confidence, bins
+        ).ece
+        for _ in range(draws)
+    ]
+    return float(np.mean(values))
+
+
 @dataclass
 class Calibration:
     """Temperatures, thresholds and held-out predictions fitted for one target."""
@@ -449,6 +471,7 @@ __all__ = [
     "add_calibration",
     "calibrated_graph",
     "calibration_split",
+    "ece_floor",
     "expected_calibration_error",
     "fit_calibrated",
     "fit_class_temperatures",

@@ -3,10 +3,10 @@
 The protocol, for every target the mapping declares:
 
 1. Split the labelled tickets. Under :data:`TIME_SPLIT_ROWS` tickets the
-   folds are repeated stratified K-fold; from there on they are time-based
-   (each fold trains on everything before its test block), because large
-   exports have enough recent tickets to test on and random folds would let a
-   model learn from the future.
+   folds are repeated stratified K-fold. From there on they are time-based,
+   each fold training on everything before its test block: large exports
+   have enough recent tickets to test on, and random folds would let a model
+   learn from the future.
 2. On each fold fit three systems on the training rows: the model (features,
    LightGBM, then temperature and per-class thresholds on a held-out part of
    the training rows, exactly as ``triage train`` does), the majority class,
@@ -52,6 +52,7 @@ from features.mapping import Mapping, TargetSpec
 from features.pipeline import TOKEN_PATTERN
 from models.calibration import (
     ECE_BINS,
+    ece_floor,
     fit_calibrated,
     label_index,
     reliability_from_confidence,
@@ -166,7 +167,7 @@ class Section:
 
 @dataclass
 class EvaluationContext:
-    """What an extra section can use: the data, the inputs and the folds of every target."""
+    """Inputs of an extra section: the data, the model inputs and the folds of every target."""
 
     load: LoadResult
     spec: FeatureSpec
@@ -221,7 +222,7 @@ class EvaluationResult:
 
 
 def choose_strategy(rows: int, strategy: str = "auto") -> str:
-    """``stratified`` under :data:`TIME_SPLIT_ROWS` labelled rows, ``time`` from there."""
+    """Return ``stratified`` under :data:`TIME_SPLIT_ROWS` labelled rows, ``time`` from there."""
     if strategy not in ("auto", "stratified", "time"):
         raise ValueError(
             f"split strategy must be auto, stratified or time, got {strategy!r}"
@@ -240,7 +241,7 @@ def make_folds(
     repeats: int,
     seed: int,
 ) -> list[Fold]:
-    """Folds over the labelled ``positions``; ``strata`` are their labels."""
+    """Split the labelled ``positions`` into folds; ``strata`` are their labels."""
     if strategy == "time":
         order = np.argsort(created_at, kind="stable")
         splitter = TimeSeriesSplit(n_splits=folds)
@@ -267,14 +268,14 @@ def make_folds(
 
 
 def majority_probabilities(y_train: np.ndarray, labels: list, rows: int) -> np.ndarray:
-    """Training-fold class frequencies for every test row; the argmax is the majority class."""
+    """Predict the training-fold class frequencies for every test row (argmax: the majority)."""
     counts = pd.Series(y_train).value_counts()
     prior = np.array([counts.get(label, 0) for label in labels], dtype=float)
     return np.tile(prior / prior.sum(), (rows, 1))
 
 
 def tfidf_logistic(tokens_train, y_train, tokens_test) -> tuple[np.ndarray, list]:
-    """TF-IDF of the jieba token strings with multinomial logistic regression."""
+    """Fit TF-IDF of the jieba token strings with logistic regression; test probabilities."""
     vectorizer = TfidfVectorizer(
         token_pattern=TOKEN_PATTERN, lowercase=False, **TFIDF_OPTIONS
     )
@@ -284,7 +285,7 @@ def tfidf_logistic(tokens_train, y_train, tokens_test) -> tuple[np.ndarray, list
 
 
 def tfidf_ridge(tokens_train, y_train, tokens_test) -> np.ndarray:
-    """TF-IDF with ridge regression on log1p of the target, for regression targets."""
+    """Fit TF-IDF with ridge regression on log1p of a regression target; test predictions."""
     vectorizer = TfidfVectorizer(
         token_pattern=TOKEN_PATTERN, lowercase=False, **TFIDF_OPTIONS
     )
@@ -306,7 +307,7 @@ def _pool(
 def prediction_part(
     rows: np.ndarray, truth: np.ndarray, probabilities: np.ndarray, labels: list
 ) -> dict[str, Any]:
-    """Per-row outputs of one system on one test fold, independent of its label order."""
+    """Collect one system's per-row outputs on a test fold, independent of its label order."""
     labels = [str(label) for label in labels]
     order = np.argsort(-probabilities, axis=1, kind="stable")
     labels_array = np.asarray(labels, dtype=object)
@@ -332,7 +333,7 @@ def prediction_part(
 def fold_labels(
     target: TargetSpec, fold: Fold, tickets: pd.DataFrame
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fitting labels of the training rows and label strings of the test rows.
+    """Return the fitting labels of the training rows and the label strings of the test rows.
 
     Rare labels are merged by their counts in this fold's training rows only.
     """
@@ -486,7 +487,7 @@ def pool_parts(parts: list[dict[str, Any]]) -> SystemScores:
 def classification_figures(
     scores: SystemScores, labels: list[str]
 ) -> tuple[dict, dict]:
-    """Figures of pooled predictions: macro-F1, accuracy, top-2, log loss, ECE and more."""
+    """Compute macro-F1, accuracy, top-2, log loss, ECE and more from pooled predictions."""
     truth, predicted = scores.truth, scores.predicted
     present = [label for label in labels if label in set(truth.tolist())]
     correct = predicted == truth
@@ -500,6 +501,7 @@ def classification_figures(
             -np.mean(np.log(np.clip(scores.true_probability, 1e-12, 1.0)))
         ),
         "ece": reliability_from_confidence(scores.confidence, correct, ECE_BINS).ece,
+        "ece_floor": ece_floor(scores.confidence),
     }
     if scores.raw_confidence is not None:
         figures["ece_uncalibrated"] = reliability_from_confidence(
@@ -545,7 +547,7 @@ def regression_figures(scores: SystemScores) -> dict[str, float]:
 
 
 def _mean(values: list[float]) -> float:
-    """Mean over repeats, ignoring NaN (a precision where nothing was answered)."""
+    """Average over repeats, ignoring NaN (the precision of a repeat without answers)."""
     known = [v for v in values if np.isfinite(v)]
     return float(np.mean(known)) if known else float("nan")
 
@@ -761,7 +763,7 @@ def _chosen_targets(mapping: Mapping, names: list[str] | None) -> list[TargetSpe
 def strata_for(
     tickets: pd.DataFrame, target: TargetSpec, labelled: np.ndarray
 ) -> np.ndarray:
-    """Labels to stratify on; regression targets are stratified by quartile."""
+    """Return the labels to stratify on; regression targets are stratified by quartile."""
     if target.kind == "regression":
         values = pd.to_numeric(tickets[target.field].iloc[labelled], errors="coerce")
         return pd.qcut(values.rank(method="first"), 4, labels=False).to_numpy()
@@ -793,7 +795,7 @@ def _columns(evaluation: TargetEvaluation):
 
 
 def figures_table(result: EvaluationResult) -> pd.DataFrame:
-    """One row per target, system and metric: mean and standard deviation over repeats."""
+    """Tabulate mean and standard deviation over repeats, per target, system and metric."""
     rows = []
     for evaluation in result.targets.values():
         for system, figures in evaluation.figures.items():
@@ -833,7 +835,7 @@ def per_class_table(result: EvaluationResult) -> pd.DataFrame:
 
 
 def predictions_table(result: EvaluationResult) -> pd.DataFrame:
-    """Test-fold predictions of the first repeat: one row per target, system and ticket.
+    """Tabulate the test-fold predictions of the first repeat, per target, system and ticket.
 
     Tickets are named by id and position in the loaded export, without their
     text, so the table can be shared where the tickets cannot.
@@ -882,7 +884,7 @@ def predictions_table(result: EvaluationResult) -> pd.DataFrame:
 
 
 def format_report(result: EvaluationResult) -> str:
-    """The evaluation as text: a table per target, per-class figures, coverage, extra sections."""
+    """Format the evaluation: a table per target, per-class figures, coverage, extra sections."""
     split = (
         f"{result.folds}-fold stratified x {result.repeats}"
         if result.strategy == "stratified"
@@ -917,10 +919,12 @@ def _target_lines(evaluation: TargetEvaluation) -> list[str]:
         return lines
     model = evaluation.figures[MODEL]
     gain = model["macro_f1"] - evaluation.figure(TFIDF_LR, "macro_f1")
+    lines.append(f"  model vs tfidf_lr macro-F1: {gain:+.3f}")
     lines.append(
-        f"  model vs tfidf_lr macro-F1: {gain:+.3f}; ECE before calibration "
-        f"{model.get('ece_uncalibrated', float('nan')):.3f}, after {model['ece']:.3f} "
-        f"(mean shared temperature {model.get('temperature', float('nan')):.2f})"
+        f"  ECE before calibration {model.get('ece_uncalibrated', float('nan')):.3f}, "
+        f"after {model['ece']:.3f}; a perfectly calibrated model would show "
+        f"{model['ece_floor']:.3f} on these rows (mean shared temperature "
+        f"{model.get('temperature', float('nan')):.2f})"
     )
     answered = [
         f"{model[f'coverage_at_{p:.2f}']:.0%} at {p:.2f} (achieved "
@@ -1015,7 +1019,7 @@ def _pyplot():
 
 
 def plot_reliability(evaluation: TargetEvaluation, path: Path) -> Path:
-    """Reliability diagram of the first repeat: the model before and after calibration."""
+    """Plot the reliability diagram of the first repeat: the model before and after calibration."""
     plt = _pyplot()
     model = evaluation.pooled[MODEL]
     correct = model.predicted == model.truth
@@ -1051,7 +1055,7 @@ def plot_reliability(evaluation: TargetEvaluation, path: Path) -> Path:
 
 
 def plot_class_f1(evaluation: TargetEvaluation, path: Path) -> Path:
-    """Per-class F1 of the three systems side by side."""
+    """Plot the per-class F1 of the three systems side by side."""
     plt = _pyplot()
     labels = evaluation.labels
     width = 0.8 / len(SYSTEMS)
@@ -1079,7 +1083,7 @@ def plot_class_f1(evaluation: TargetEvaluation, path: Path) -> Path:
 
 
 def plot_confusion_counts(evaluation: TargetEvaluation, path: Path) -> Path:
-    """Confusion matrix of the model's pooled test-fold predictions (first repeat)."""
+    """Plot the confusion matrix of the model's test-fold predictions (first repeat)."""
     from sklearn.metrics import confusion_matrix
 
     plt = _pyplot()

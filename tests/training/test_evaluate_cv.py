@@ -196,6 +196,7 @@ def test_report_prints_every_system(evaluation):
     for system in (MODEL, TFIDF_LR, MAJORITY):
         assert f"  {system}" in text
     assert "model vs tfidf_lr macro-F1" in text
+    assert "a perfectly calibrated model would show" in text
     assert "answered without review" in text
     assert "ROC-AUC" in text
 

@@ -13,6 +13,7 @@ from models.calibration import (
     add_calibration,
     calibrated_graph,
     calibration_split,
+    ece_floor,
     expected_calibration_error,
     fit_calibrated,
     fit_class_temperatures,
@@ -170,6 +171,14 @@ def test_ece_of_calibrated_and_miscalibrated_bins():
     assert reliability_from_confidence(np.full(100, 0.9), half).ece == pytest.approx(
         0.4
     )
+
+
+def test_ece_floor_shrinks_with_rows():
+    few = ece_floor(np.full(50, 0.7))
+    many = ece_floor(np.full(5000, 0.7))
+    assert 0 < many < few
+    assert many < 0.02
+    assert ece_floor(np.zeros(0)) == 0.0
 
 
 def test_ece_from_probabilities_uses_top_class():
