@@ -5,10 +5,11 @@ Run from the repository root::
     python benchmarks/fit_bench.py [--data FILE] [--mapping FILE] [--jobs 1 2]
 
 For the ``category`` target in intake and closure mode it prints the number of
-feature columns, then the median of three timed fits for each thread count:
-the feature pipeline with LightGBM alone (``fit_target``), and the calibrated
-fit that ``triage train`` runs (``fit_calibrated``: a fit on 80% of the rows,
-temperatures and thresholds on the other 20%, then a fit on all rows). The
+feature columns and, for each thread count, the median of three timed fits of
+two kinds. The first is the feature pipeline with LightGBM alone
+(``fit_target``). The second is the calibrated fit that ``triage train`` runs
+(``fit_calibrated``): a fit on 80% of the rows, temperatures and thresholds on
+the other 20%, then a fit on all rows. The
 load average is printed beside the figures, because LightGBM's threads wait
 for each other and a busy machine slows a two-thread fit far more than a
 one-thread fit.
@@ -21,16 +22,17 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from features.inputs import feature_frame, ticket_text  # noqa: E402
-from features.loading import load_tickets  # noqa: E402
-from models.calibration import fit_calibrated  # noqa: E402
-from models.estimators import DEFAULT_CLASS_WEIGHT, fit_target  # noqa: E402
-from training.train import intake_spec, tokenize_texts  # noqa: E402
+from features.inputs import feature_frame, ticket_text
+from features.loading import load_tickets
+from models.calibration import fit_calibrated
+from models.estimators import DEFAULT_CLASS_WEIGHT, fit_target
+from training.train import intake_spec, tokenize_texts
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ict" / "ict_fault_records.csv"
 DEFAULT_MAPPING = REPO / "features" / "mappings" / "ict.toml"
@@ -47,10 +49,18 @@ def timed(function, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Export to fit on.")
-    parser.add_argument("--mapping", type=Path, default=DEFAULT_MAPPING, help="Mapping file.")
     parser.add_argument(
-        "--jobs", type=int, nargs="+", default=[1, 2], help="LightGBM thread counts to time."
+        "--data", type=Path, default=DEFAULT_DATA, help="Export to fit on."
+    )
+    parser.add_argument(
+        "--mapping", type=Path, default=DEFAULT_MAPPING, help="Mapping file."
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="LightGBM thread counts to time.",
     )
     parser.add_argument("--repeats", type=int, default=3, help="Timed fits per figure.")
     args = parser.parse_args()
@@ -61,25 +71,38 @@ def main() -> None:
     print(f"{len(tickets)} tickets from {args.data.name}, {os.cpu_count()} CPUs")
     for mode in ("intake", "closure"):
         spec = intake_spec(load.mapping, mode)
-        texts = [ticket_text(r, spec) for r in tickets[list(spec.text_fields)].to_dict("records")]
-        frame = feature_frame(tickets, spec, tokens=tokenize_texts(texts, progress=False))
+        texts = [
+            ticket_text(r, spec)
+            for r in tickets[list(spec.text_fields)].to_dict("records")
+        ]
+        frame = feature_frame(
+            tickets, spec, tokens=tokenize_texts(texts, progress=False)
+        )
         model = fit_target("category", "multiclass", frame, y, spec, n_jobs=1)
         columns = len(model.pipeline.named_steps["features"].get_feature_names_out())
         print(f"\ncategory, {mode} mode: {columns} feature columns")
+        options = {"class_weight": DEFAULT_CLASS_WEIGHT}
         for jobs in args.jobs:
-
-            def plain():
-                fit_target(
-                    "category", "multiclass", frame, y, spec, n_jobs=jobs,
-                    class_weight=DEFAULT_CLASS_WEIGHT,
-                )
-
-            def calibrated():
-                fit_calibrated(
-                    "category", "multiclass", frame, y, spec, n_jobs=jobs,
-                    class_weight=DEFAULT_CLASS_WEIGHT,
-                )
-
+            plain = partial(
+                fit_target,
+                "category",
+                "multiclass",
+                frame,
+                y,
+                spec,
+                n_jobs=jobs,
+                **options,
+            )
+            calibrated = partial(
+                fit_calibrated,
+                "category",
+                "multiclass",
+                frame,
+                y,
+                spec,
+                n_jobs=jobs,
+                **options,
+            )
             load_average = os.getloadavg()[0]
             print(
                 f"  {jobs} thread(s): fit {timed(plain, args.repeats):.1f} s, calibrated fit "

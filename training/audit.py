@@ -3,8 +3,8 @@
 The closure-mode model reads the closure notes besides the intake fields. When
 it is confident (its top class clears the per-class threshold chosen for the
 target precision) and names another class than the one coded on the ticket,
-the ticket is listed for review: either the code is wrong or the notes say
-something unusual.
+the ticket is listed for review: either the code is wrong or the notes
+describe something unusual.
 
 By default the predictions are cross-fitted: the tickets are split into
 folds, and each fold is scored by a model fitted on the other folds, so that

@@ -56,7 +56,7 @@ class TuningResult:
 
 
 def suggest_variant(trial) -> Variant:
-    """The search space: tree size, learning rate, regularisation, n-grams, class weights."""
+    """Draw a variant from the search space: trees, learning rate, regularisation, n-grams, weights."""
     params = {
         "n_estimators": trial.suggest_int("n_estimators", 50, 300, step=25),
         "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
@@ -81,7 +81,7 @@ def suggest_variant(trial) -> Variant:
 def cross_validated_figures(
     target, tickets, frame, spec, variant: Variant, folds, seed: int, n_jobs: int
 ) -> dict[str, float]:
-    """Model-only cross-validation figures of one variant on prepared folds."""
+    """Cross-validate one variant on prepared folds, the model only, and return its figures."""
     parts = [
         model_part(target, fold, tickets, frame, spec, variant, seed, n_jobs)
         for fold in folds
