@@ -63,6 +63,8 @@ class TrainResult:
     bundle_dir: Path
     parity: dict[str, float] = field(default_factory=dict)
     models: dict[str, TargetModel] = field(default_factory=dict)
+    # Closure-mode models (they read the closure notes), by bundle entry name.
+    closure_models: dict[str, TargetModel] = field(default_factory=dict)
     spec: FeatureSpec | None = None
 
 
@@ -310,6 +312,7 @@ def train(
 
     metrics: dict[str, dict[str, Any]] = {}
     fitted: dict[str, TargetModel] = {}
+    closure_fitted: dict[str, TargetModel] = {}
     entries: list[TargetEntry] = []
     nested = mlflow.active_run() is not None
     with mlflow.start_run(run_name=f"train {Path(str(data)).name}", nested=nested) as run:
@@ -359,7 +362,7 @@ def train(
                 target, mode_frame, y, train_rows, eval_rows, mode_spec, mode_probes,
                 seed, n_jobs, target_params, ticket_ids,
             )
-            fitted[target.name] = model
+            (fitted if mode == "intake" else closure_fitted)[target.name] = model
             target_metrics["train_rows"] = int(train_rows.sum())
             logger.info(
                 "target %s: %d training and %d evaluation rows",
@@ -417,6 +420,7 @@ def train(
         bundle_dir=bundle_dir,
         parity={k: v["parity_max_abs_diff"] for k, v in metrics.items()},
         models=fitted,
+        closure_models=closure_fitted,
         spec=spec,
     )
 
