@@ -23,6 +23,10 @@ from .errors import send_error
 logger = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# The intake page's own files hold no ticket data, and a browser cannot attach a
+# key to a page load; the page sends the operator's key with every API call.
+PAGE_PATHS = frozenset({"/"})
+PAGE_PREFIX = "/static/"
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 ADMIN_PREFIX = "/v1/admin/"
 
@@ -96,6 +100,8 @@ class AuthMiddleware:
             not self.enabled
             or scope["type"] != "http"
             or scope["path"] in self.open_paths
+            or scope["path"] in PAGE_PATHS
+            or scope["path"].startswith(PAGE_PREFIX)
         ):
             await self.app(scope, receive, send)
             return

@@ -14,6 +14,15 @@ ICT_DATA = Path(
 ICT_MAPPING = REPO / "features" / "mappings" / "ict.toml"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feedback_store_in_tmp(tmp_path_factory):
+    """Keep the default feedback store out of the working directory."""
+    if "TRIAGE_FEEDBACK_DB_URL" not in os.environ:
+        folder = tmp_path_factory.mktemp("feedback")
+        os.environ["TRIAGE_FEEDBACK_DB_URL"] = f"sqlite:///{folder / 'feedback.db'}"
+    yield
+
+
 @pytest.fixture(scope="session")
 def ict_path() -> Path:
     if not ICT_DATA.is_file():
