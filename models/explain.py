@@ -1,24 +1,30 @@
 """Reasons for a prediction: the words and metadata values that moved it most.
 
-The reasons come from the exported ONNX graph itself, by occlusion. Each word
-of the ticket is removed from the token string (every occurrence of it), each
-known metadata value is replaced by a value the model never saw, and each
-known time feature is set to unknown. All variants of all tickets are scored
-in one batched onnxruntime call. A reason's weight is the drop in the top
-class's probability when that input is taken away: a positive weight pushed
-the prediction towards the top class, a negative one pulled it away.
+The reasons come from the exported ONNX graph itself. An input is a distinct
+word of the ticket, a known metadata value or a known time feature. Each
+input is measured twice against the top class's probability:
+
+- taken away from the whole ticket: the word removed from the token string
+  (every occurrence of it), the metadata value replaced by one the model
+  never saw, the time feature set to unknown;
+- put alone into an empty ticket, which has no words, unseen metadata and
+  unknown times.
+
+A reason's weight is the mean of the drop in the first case and the rise in
+the second, the two ends of the average that Shapley values take over all
+subsets of inputs. A positive weight pushed the prediction towards the top
+class, a negative one pulled it away. The second measurement credits a word
+that the ticket repeats in other words, which removal alone would score near
+zero. All variants of all tickets are scored in one batched onnxruntime call.
 
 Placeholders (``<date>``, ``<num>``...) and the ``<doc>`` sentinel are never
 reasons: they mark masked values, not words a person wrote.
-
-Removing one input at a time measures each input alone. Two words that each
-suffice for the prediction both get a small weight, because the other one
-still carries it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping as MappingType, Sequence
+from collections.abc import Mapping as MappingType
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -50,24 +56,60 @@ def _time_label(name: str, value: float) -> str:
     return str(int(value))
 
 
-def _variants(ticket: MappingType[str, Any], feeds: dict[str, np.ndarray], row: int, spec):
-    """Yield (kind, field, displayed value, feeds) for each input that can be taken away."""
+def _empty_feeds(feeds: dict[str, np.ndarray], spec) -> dict[str, np.ndarray]:
+    """Feeds of one ticket with no words, unseen metadata and unknown times."""
+    empty = {TOKENS: np.array([[DOC_TOKEN]], dtype=object)}
+    for name in spec.categorical:
+        empty[name] = np.array([[UNSEEN_VALUE]], dtype=object)
+    for name in feeds:
+        if name not in empty:
+            empty[name] = np.full((1, 1), UNKNOWN_TIME, dtype=np.float32)
+    return empty
+
+
+def _inputs(
+    ticket: MappingType[str, Any], feeds: dict[str, np.ndarray], row: int, spec
+):
+    """Yield (kind, field, displayed value, feeds without it, feeds with only it).
+
+    One tuple per input that can be taken away: each distinct word, each known
+    metadata value and each known time feature.
+    """
     tokens = tokenize(ticket_text(ticket, spec))
-    base = {name: values[row : row + 1] for name, values in feeds.items()}
+    full = {name: values[row : row + 1] for name, values in feeds.items()}
+    empty = _empty_feeds(feeds, spec)
     for word in dict.fromkeys(text_terms(tokens)):
         without = " ".join([DOC_TOKEN, *(t for t in tokens if t != word)])
-        yield "word", TOKENS, word, {**base, TOKENS: np.array([[without]], dtype=object)}
+        yield (
+            "word",
+            TOKENS,
+            word,
+            {**full, TOKENS: np.array([[without]], dtype=object)},
+            {**empty, TOKENS: np.array([[f"{DOC_TOKEN} {word}"]], dtype=object)},
+        )
     for name in spec.categorical:
         if categorical_value(ticket.get(name)) == MISSING:
             continue
         unseen = np.array([[UNSEEN_VALUE]], dtype=object)
-        yield "metadata", name, str(ticket.get(name)), {**base, name: unseen}
+        yield (
+            "metadata",
+            name,
+            str(ticket.get(name)),
+            {**full, name: unseen},
+            {**empty, name: full[name]},
+        )
     for name in spec.numeric:
-        value = float(base[name][0, 0])
+        value = float(full[name][0, 0])
         if value == UNKNOWN_TIME:
             continue
         unknown = np.array([[UNKNOWN_TIME]], dtype=np.float32)
-        yield "metadata", name, _time_label(name, value), {**base, name: unknown}
+        yield (
+            "metadata",
+            name,
+            _time_label(name, value),
+            {**full, name: unknown},
+            {**empty, name: full[name]},
+        )
 
 
 def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -75,10 +117,14 @@ def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def explain(
-    scorer, tickets: Sequence[MappingType[str, Any]], target: str = "category",
+    scorer,
+    tickets: Sequence[MappingType[str, Any]],
+    target: str = "category",
     top: int = DEFAULT_TOP,
 ) -> list[dict[str, Any] | None]:
     """Return the reasons for ``target``'s top class of each ticket, in input order.
+
+    For ``n`` inputs a ticket adds ``2 n + 2`` rows to the one batched call.
 
     Each result has the target, the top class ``code`` and its
     ``probability``, then ``words`` (token and weight) and ``metadata`` (field,
@@ -94,41 +140,52 @@ def explain(
     if not tickets:
         return []
     feeds = ticket_feeds(tickets, spec)
+    empty = _empty_feeds(feeds, spec)
     rows: list[dict[str, np.ndarray]] = []
     owners: list[tuple[int, str, str, str]] = []
     for i, ticket in enumerate(tickets):
-        rows.append({name: values[i : i + 1] for name, values in feeds.items()})
-        owners.append((i, "original", "", ""))
-        for kind, name, displayed, variant in _variants(ticket, feeds, i, spec):
-            rows.append(variant)
+        rows += [{name: values[i : i + 1] for name, values in feeds.items()}, empty]
+        owners.append((i, "ticket", "", ""))
+        for kind, name, displayed, without, alone in _inputs(ticket, feeds, i, spec):
+            rows += [without, alone]
             owners.append((i, kind, name, displayed))
     probabilities = scorer._run(entry, _stack(rows))
-    return _collect(entry, tickets, owners, probabilities, top)
+    return _collect(entry, owners, probabilities, top)
 
 
-def _collect(entry, tickets, owners, probabilities, top) -> list[dict[str, Any]]:
+def _collect(entry, owners, probabilities, top) -> list[dict[str, Any]]:
+    """Turn the probabilities of the row pairs into weights for each ticket's top class."""
     answers: list[dict[str, Any]] = []
-    reasons: list[list[dict[str, Any]]] = [[] for _ in tickets]
-    top_class = [0] * len(tickets)
-    for row, (i, kind, name, displayed) in enumerate(owners):
-        if kind == "original":
-            top_class[i] = int(np.argmax(probabilities[row]))
+    reasons: list[list[dict[str, Any]]] = []
+    for pair, (i, kind, name, displayed) in enumerate(owners):
+        first, second = probabilities[2 * pair], probabilities[2 * pair + 1]
+        if kind == "ticket":
+            top_class = int(np.argmax(first))
+            full, empty = float(first[top_class]), float(second[top_class])
             answers.append(
                 {
                     "target": entry.name,
-                    "code": str(entry.labels[top_class[i]]),
-                    "probability": float(probabilities[row, top_class[i]]),
+                    "code": str(entry.labels[top_class]),
+                    "probability": full,
                 }
             )
+            reasons.append([])
             continue
-        weight = answers[i]["probability"] - float(probabilities[row, top_class[i]])
+        # The mean of the input's effect when it is removed from the whole
+        # ticket and when it is added to the empty one.
+        weight = 0.5 * (
+            (full - float(first[top_class])) + (float(second[top_class]) - empty)
+        )
         if abs(weight) >= MIN_WEIGHT:
-            reasons[i].append({"kind": kind, "field": name, "value": displayed, "weight": weight})
+            reasons[i].append(
+                {"kind": kind, "field": name, "value": displayed, "weight": weight}
+            )
     for answer, found in zip(answers, reasons):
         words = [r for r in found if r["kind"] == "word"]
         metadata = [r for r in found if r["kind"] == "metadata"]
         answer["words"] = [
-            {"token": r["value"], "weight": round(r["weight"], 6)} for r in _strongest(words, top)
+            {"token": r["value"], "weight": round(r["weight"], 6)}
+            for r in _strongest(words, top)
         ]
         answer["metadata"] = [
             {"field": r["field"], "value": r["value"], "weight": round(r["weight"], 6)}

@@ -21,7 +21,8 @@ above the model's alone; ``training.recommend_eval`` computes those figures.
 
 from __future__ import annotations
 
-from collections.abc import Mapping as MappingType, Sequence
+from collections.abc import Mapping as MappingType
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +62,9 @@ def check_include(include: Sequence[str] | None) -> tuple[str, ...]:
     return include
 
 
-def model_label(cause: str | None, labels: set[str], rare_label: str | None) -> str | None:
+def model_label(
+    cause: str | None, labels: set[str], rare_label: str | None
+) -> str | None:
     """Map a recorded cause to the model's label: itself, or the rare label it was merged into."""
     if cause is None or cause in labels:
         return cause
@@ -106,7 +109,9 @@ def combine(
     # Ties keep the model's order, which is the label order for equal probabilities.
     order = sorted(range(len(codes)), key=lambda j: (-score[j], -model_part[j], j))
     return [
-        CauseScore(codes[j], float(score[j]), float(model_part[j]), float(support_part[j]))
+        CauseScore(
+            codes[j], float(score[j]), float(model_part[j]), float(support_part[j])
+        )
         for j in order
     ]
 
@@ -177,7 +182,10 @@ def add_context(
             if has_root_cause:
                 category = answer.get("category", {}).get("code")
                 answer["root_causes"] = recommend_causes(
-                    scorer, predictions[ROOT_CAUSE_TARGET][i], match.neighbours, category
+                    scorer,
+                    predictions[ROOT_CAUSE_TARGET][i],
+                    match.neighbours,
+                    category,
                 )
     if "reasons" in include and tickets:
         from .explain import explain

@@ -21,6 +21,7 @@ from features.taxonomy import Taxonomy, load_taxonomy
 from features.text import PLACEHOLDERS, tokenize, use_dictionary
 
 from .bundle import TargetEntry, find_bundle, read_manifest
+from .similar import load_index
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Scorer:
             for t in self.targets
         }
         self.entries = {t.name: t for t in self.targets}
+        # The similar-ticket index; None for bundles built without one.
+        self.similar = load_index(self.folder, self.manifest)
 
     @property
     def name(self) -> str:
@@ -119,11 +122,25 @@ class Scorer:
         probabilities = outputs[1].astype(np.float64)
         return apply_temperature(probabilities, entry.temperature)
 
-    def score(self, tickets: Sequence[MappingType[str, Any]]) -> list[dict[str, Any]]:
-        """Score tickets and build one answer per ticket, in input order."""
+    def score(
+        self, tickets: Sequence[MappingType[str, Any]], include: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """Score tickets and build one answer per ticket, in input order.
+
+        ``include`` adds parts to each answer: ``similar`` the nearest closed
+        tickets, ``possible_recurrence`` and root causes recommended with their
+        evidence (bundles with a similar-ticket index only); ``reasons`` the
+        words and metadata values behind the top category.
+        """
+        from .recommend import add_context, check_include
+
+        include = check_include(include)
         # Closure-mode models need the closure notes; an answer at intake has none.
         predictions = self.predict(tickets, modes=("intake",))
-        return [self._answer(predictions, i, tickets[i]) for i in range(len(tickets))]
+        answers = [self._answer(predictions, i, tickets[i]) for i in range(len(tickets))]
+        if include:
+            add_context(self, tickets, predictions, answers, include)
+        return answers
 
     def score_frame(self, tickets) -> "pd.DataFrame":
         """Top labels of a DataFrame of canonical tickets, indexed like the input.

@@ -1,9 +1,9 @@
 """Index of closed tickets: similar-ticket search and the recurrence rule.
 
 The index stores one L2-normalised TF-IDF vector per closed ticket. Beside it
-are the fields a handler reads: the recorded root cause and category, a short
-excerpt of the closure notes, the handling time, the creation and closing
-times and the affected system. A vector's terms are the jieba tokens of the
+are the fields a handler reads: short excerpts of the intake text and of the
+closure notes, the recorded root cause and category, the handling time, the
+creation and closing times and the affected system. A vector's terms are the jieba tokens of the
 intake text plus one term per known metadata value (``system`` = ``ERP``...),
 so that tickets with the same words on the same system rank first.
 
@@ -18,8 +18,8 @@ Files inside a bundle folder, hashed by the bundle manifest like every file::
 
     similar/vectors.npz   CSR matrix, terms x closed tickets, float32
     similar/terms.npz     vocabulary and IDF weights
-    similar/tickets.npz   ids, causes, categories, systems, note excerpts,
-                          handling hours, creation and closing times
+    similar/tickets.npz   ids, text and note excerpts, causes, categories,
+                          systems, handling hours, creation and closing times
 
 Strings are stored as one UTF-8 byte array plus offsets, so files load with
 ``allow_pickle=False`` and only the tickets a query returns are decoded.
@@ -30,7 +30,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator, Mapping as MappingType, Sequence
+from collections.abc import Iterator, Sequence
+from collections.abc import Mapping as MappingType
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -85,6 +86,7 @@ class SimilarTicket:
 
     ticket_id: str
     similarity: float
+    description: str
     root_cause: str | None
     category: str | None
     notes: str
@@ -136,13 +138,20 @@ def metadata_terms(ticket: MappingType[str, Any], fields: Sequence[str]) -> list
     return terms
 
 
+def _is_missing(value: Any) -> bool:
+    """Return True for None, NaN, NaT and pandas' NA."""
+    import pandas as pd
+
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
 def to_seconds(value: Any) -> int:
     """Seconds since 1970 of a naive timestamp; the no-time sentinel when missing.
 
     Time-zone-aware values keep their wall-clock time and lose the zone, because
     the records of an export carry local times without a zone.
     """
-    if value is None or value != value:  # None, NaN or NaT
+    if _is_missing(value):
         return int(_NO_TIME)
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
@@ -179,7 +188,7 @@ def _iso(seconds: int) -> str | None:
 
 def excerpt(text: Any, limit: int = EXCERPT_CHARS) -> str:
     """Collapse whitespace and cut ``text`` to ``limit`` characters, marking a cut with …."""
-    if text is None or text != text:
+    if _is_missing(text):
         return ""
     plain = " ".join(str(text).split())
     return plain if len(plain) <= limit else plain[:limit] + "…"
@@ -196,7 +205,7 @@ class StringColumn:
         self.offsets = offsets
 
     @classmethod
-    def from_strings(cls, strings: Sequence[str]) -> "StringColumn":
+    def from_strings(cls, strings: Sequence[str]) -> StringColumn:
         encoded = [s.encode("utf-8") for s in strings]
         offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum([len(b) for b in encoded], out=offsets[1:])
@@ -207,7 +216,9 @@ class StringColumn:
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> str:
-        return self.data[self.offsets[i] : self.offsets[i + 1]].tobytes().decode("utf-8")
+        return (
+            self.data[self.offsets[i] : self.offsets[i + 1]].tobytes().decode("utf-8")
+        )
 
     def to_list(self) -> list[str]:
         return [self[i] for i in range(len(self))]
@@ -216,13 +227,15 @@ class StringColumn:
         return {f"{name}.data": self.data, f"{name}.offsets": self.offsets}
 
     @classmethod
-    def from_arrays(cls, arrays: MappingType[str, np.ndarray], name: str) -> "StringColumn":
+    def from_arrays(
+        cls, arrays: MappingType[str, np.ndarray], name: str
+    ) -> StringColumn:
         return cls(arrays[f"{name}.data"], arrays[f"{name}.offsets"])
 
 
 def _encode_labels(values: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
     """Integer codes into a sorted label list; -1 for missing values."""
-    text = [None if v is None or v != v or str(v) == "" else str(v) for v in values]
+    text = [None if _is_missing(v) or str(v) == "" else str(v) for v in values]
     labels = sorted({v for v in text if v is not None})
     index = {label: i for i, label in enumerate(labels)}
     codes = np.array([index[v] if v is not None else -1 for v in text], dtype=np.int32)
@@ -237,6 +250,7 @@ class TicketTable:
     # 64-bit hashes of the ids, so a query can skip its own ticket without
     # decoding every candidate's id.
     ticket_hash: np.ndarray
+    description: StringColumn
     notes: StringColumn
     root_cause: np.ndarray
     root_cause_labels: list[str]
@@ -262,6 +276,7 @@ class TicketTable:
         return SimilarTicket(
             ticket_id=self.ticket_id[i],
             similarity=round(min(float(similarity), 1.0), 6),
+            description=self.description[i],
             root_cause=self.label("root_cause", i),
             category=self.label("category", i),
             notes=self.notes[i],
@@ -272,7 +287,11 @@ class TicketTable:
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
-        arrays = {**self.ticket_id.arrays("ticket_id"), **self.notes.arrays("notes")}
+        arrays = {
+            **self.ticket_id.arrays("ticket_id"),
+            **self.description.arrays("description"),
+            **self.notes.arrays("notes"),
+        }
         arrays["ticket_hash"] = self.ticket_hash
         for name in self._CODED:
             arrays[name] = getattr(self, name)
@@ -284,7 +303,7 @@ class TicketTable:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays: MappingType[str, np.ndarray]) -> "TicketTable":
+    def from_arrays(cls, arrays: MappingType[str, np.ndarray]) -> TicketTable:
         coded = {}
         for name in cls._CODED:
             coded[name] = arrays[name]
@@ -294,6 +313,7 @@ class TicketTable:
         return cls(
             ticket_id=StringColumn.from_arrays(arrays, "ticket_id"),
             ticket_hash=arrays["ticket_hash"],
+            description=StringColumn.from_arrays(arrays, "description"),
             notes=StringColumn.from_arrays(arrays, "notes"),
             handling_hours=arrays["handling_hours"],
             created_at=arrays["created_at"],
@@ -344,9 +364,9 @@ class SimilarIndex:
         # few of its words with a ticket does not look like a copy of it.
         self.unseen_idf = float(np.log(1.0 + len(table)) + 1.0)
         self._system_index = {label: i for i, label in enumerate(table.system_labels)}
-        # Sorted id hashes, built on the first query that names its ticket id.
-        self._hash_order: np.ndarray | None = None
-        self._sorted_hashes: np.ndarray | None = None
+        # Sorted id hashes, so a query finds its own ticket by binary search.
+        self._hash_order = np.argsort(table.ticket_hash, kind="stable")
+        self._sorted_hashes = table.ticket_hash[self._hash_order]
 
     def __len__(self) -> int:
         return len(self.table)
@@ -360,14 +380,18 @@ class SimilarIndex:
         table: TicketTable,
         text_fields: Sequence[str],
         metadata_fields: Sequence[str],
-    ) -> "SimilarIndex":
+    ) -> SimilarIndex:
         """Build the index from each closed ticket's terms and its table row."""
         started = time.perf_counter()
         n = len(term_lists)
         lengths = np.fromiter((len(t) for t in term_lists), dtype=np.int64, count=n)
         vocabulary: dict[str, int] = {}
         term_ids = np.fromiter(
-            (vocabulary.setdefault(t, len(vocabulary)) for ts in term_lists for t in ts),
+            (
+                vocabulary.setdefault(t, len(vocabulary))
+                for ts in term_lists
+                for t in ts
+            ),
             dtype=np.int64,
             count=int(lengths.sum()),
         )
@@ -392,7 +416,9 @@ class SimilarIndex:
             terms[j] = term
         logger.info(
             "similar-ticket index: %d closed tickets, %d terms, built in %.1f s",
-            n, len(terms), time.perf_counter() - started,
+            n,
+            len(terms),
+            time.perf_counter() - started,
         )
         return cls(terms, idf, postings, table, text_fields, metadata_fields)
 
@@ -424,8 +450,11 @@ class SimilarIndex:
             values.extend(w / norm for w in row.values())
             indptr.append(len(indices))
         return sparse.csr_matrix(
-            (np.asarray(values, dtype=np.float32), np.asarray(indices, dtype=np.int64),
-             np.asarray(indptr, dtype=np.int64)),
+            (
+                np.asarray(values, dtype=np.float32),
+                np.asarray(indices, dtype=np.int64),
+                np.asarray(indptr, dtype=np.int64),
+            ),
             shape=(len(term_lists), len(self.terms)),
         )
 
@@ -462,7 +491,13 @@ class SimilarIndex:
         systems = [t.get("system") for t in tickets]
         ids = [t.get("ticket_id") for t in tickets]
         return self.search_terms(
-            term_lists, k, created, systems, ids, window_days=window_days, threshold=threshold
+            term_lists,
+            k,
+            created,
+            systems,
+            ids,
+            window_days=window_days,
+            threshold=threshold,
         )
 
     def search_terms(
@@ -482,7 +517,9 @@ class SimilarIndex:
         """
         if k < 0:
             raise ValueError(f"k must be zero or more, got {k}")
-        ticket_ids = list(ticket_ids) if ticket_ids is not None else [None] * len(term_lists)
+        ticket_ids = (
+            list(ticket_ids) if ticket_ids is not None else [None] * len(term_lists)
+        )
         results = []
         for q, scores in enumerate(self.similarities(term_lists)):
             scores[self._own_rows(ticket_ids[q])] = 0.0
@@ -499,19 +536,19 @@ class SimilarIndex:
     def _own_rows(self, ticket_id: Any) -> np.ndarray:
         if ticket_id is None:
             return np.array([], dtype=np.int64)
-        if self._hash_order is None:
-            self._hash_order = np.argsort(self.table.ticket_hash, kind="stable")
-            self._sorted_hashes = self.table.ticket_hash[self._hash_order]
         wanted = str(ticket_id)
         key = id_hash(wanted)
         low = np.searchsorted(self._sorted_hashes, key, side="left")
         high = np.searchsorted(self._sorted_hashes, key, side="right")
         same_hash = self._hash_order[low:high]
         return np.array(
-            [i for i in same_hash if self.table.ticket_id[int(i)] == wanted], dtype=np.int64
+            [i for i in same_hash if self.table.ticket_id[int(i)] == wanted],
+            dtype=np.int64,
         )
 
-    def _ranked(self, scores: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+    def _ranked(
+        self, scores: np.ndarray, k: int, rows: np.ndarray | None = None
+    ) -> np.ndarray:
         """Rank ``rows`` (all by default) and keep ``k``: highest similarity, then latest closed."""
         pool = scores if rows is None else scores[rows]
         if k == 0 or not len(pool):
@@ -531,7 +568,10 @@ class SimilarIndex:
 
     def _nearest(self, scores: np.ndarray, k: int) -> list[SimilarTicket]:
         rows = _top_candidates(scores, k)
-        return [self.table.ticket(int(i), float(scores[i])) for i in self._ranked(scores, k, rows)]
+        return [
+            self.table.ticket(int(i), float(scores[i]))
+            for i in self._ranked(scores, k, rows)
+        ]
 
     def _recurrence(
         self,
@@ -568,7 +608,9 @@ class SimilarIndex:
             ticket_id=table.ticket_id[row],
             similarity=round(min(float(scores[row]), 1.0), 6),
             closed_at=_iso(int(table.closed_at[row])),
-            days_since_closed=round((created - int(table.closed_at[row])) / _SECONDS_PER_DAY, 3),
+            days_since_closed=round(
+                (created - int(table.closed_at[row])) / _SECONDS_PER_DAY, 3
+            ),
         )
 
     # Files ----------------------------------------------------------------
@@ -595,7 +637,7 @@ class SimilarIndex:
         }
 
     @classmethod
-    def load(cls, folder: str | Path, entry: MappingType[str, Any]) -> "SimilarIndex":
+    def load(cls, folder: str | Path, entry: MappingType[str, Any]) -> SimilarIndex:
         """Read the index files named by a manifest entry from a bundle folder."""
         folder = Path(folder)
         if entry.get("format") != INDEX_FORMAT:
@@ -608,7 +650,9 @@ class SimilarIndex:
             terms = StringColumn.from_arrays(arrays, "terms").to_list()
             idf = arrays["idf"]
         with np.load(folder / TICKETS_FILE, allow_pickle=False) as arrays:
-            table = TicketTable.from_arrays({name: arrays[name] for name in arrays.files})
+            table = TicketTable.from_arrays(
+                {name: arrays[name] for name in arrays.files}
+            )
         return cls(
             terms, idf, postings, table, entry["text_fields"], entry["metadata_fields"]
         )
@@ -658,7 +702,9 @@ def _categorical_values(rows, name: str) -> list[str]:
     return [folded[v] for v in values]
 
 
-def closed_positions(tickets, max_tickets: int | None = MAX_INDEX_TICKETS) -> np.ndarray:
+def closed_positions(
+    tickets, max_tickets: int | None = MAX_INDEX_TICKETS
+) -> np.ndarray:
     """Positions of the closed tickets (with ``closed_at``), at most the newest ``max_tickets``."""
     if "closed_at" not in tickets:
         return np.array([], dtype=np.int64)
@@ -669,14 +715,27 @@ def closed_positions(tickets, max_tickets: int | None = MAX_INDEX_TICKETS) -> np
         logger.warning(
             "similar-ticket index keeps the newest %d of %d closed tickets; "
             "older ones are not searched",
-            max_tickets, len(positions),
+            max_tickets,
+            len(positions),
         )
         positions = np.sort(positions[newest])
     return positions
 
 
+def _text_excerpts(rows, text_fields: Sequence[str]) -> list[str]:
+    """Excerpts of the text fields of each row, joined by line breaks."""
+    columns = [_objects(rows, name) for name in text_fields if name in rows]
+    texts = []
+    for parts in zip(*columns) if columns else ([] for _ in range(len(rows))):
+        present = [str(p) for p in parts if not _is_missing(p) and str(p)]
+        texts.append(excerpt("\n".join(present)))
+    return texts
+
+
 def closed_ticket_table(
-    tickets, max_tickets: int | None = MAX_INDEX_TICKETS
+    tickets,
+    max_tickets: int | None = MAX_INDEX_TICKETS,
+    text_fields: Sequence[str] = TEXT_FIELDS,
 ) -> tuple[np.ndarray, TicketTable]:
     """Select the closed tickets of a DataFrame and return their positions and table."""
     import pandas as pd
@@ -692,15 +751,22 @@ def closed_ticket_table(
         missing = system_labels.index(MISSING)
         system = np.where(system == missing, -1, system).astype(np.int32)
     hours = (
-        pd.to_numeric(rows["handling_hours"], errors="coerce").to_numpy(dtype=np.float32)
+        pd.to_numeric(rows["handling_hours"], errors="coerce").to_numpy(
+            dtype=np.float32
+        )
         if "handling_hours" in rows
         else np.full(len(rows), np.nan, dtype=np.float32)
     )
     ids = [str(v) for v in _objects(rows, "ticket_id")]
     table = TicketTable(
         ticket_id=StringColumn.from_strings(ids),
-        ticket_hash=np.fromiter((id_hash(v) for v in ids), dtype=np.int64, count=len(ids)),
-        notes=StringColumn.from_strings([excerpt(v) for v in _objects(rows, "closure_notes")]),
+        ticket_hash=np.fromiter(
+            (id_hash(v) for v in ids), dtype=np.int64, count=len(ids)
+        ),
+        description=StringColumn.from_strings(_text_excerpts(rows, text_fields)),
+        notes=StringColumn.from_strings(
+            [excerpt(v) for v in _objects(rows, "closure_notes")]
+        ),
         root_cause=root_cause,
         root_cause_labels=root_cause_labels,
         category=category,
@@ -708,8 +774,8 @@ def closed_ticket_table(
         system=system,
         system_labels=system_labels,
         handling_hours=hours,
-        created_at=seconds_column(rows["created_at"] if "created_at" in rows else [None] * len(rows)),
-        closed_at=seconds_column(rows["closed_at"] if "closed_at" in rows else []),
+        created_at=seconds_column(rows.get("created_at", [None] * len(rows))),
+        closed_at=seconds_column(rows.get("closed_at", [])),
     )
     return positions, table
 
@@ -727,14 +793,16 @@ def build_index(
     so the texts are not tokenised twice. Beyond ``max_tickets`` closed tickets
     only the newest by closing time are kept.
     """
-    positions, table = closed_ticket_table(tickets, max_tickets)
+    positions, table = closed_ticket_table(tickets, max_tickets, text_fields)
     rows = tickets.iloc[positions]
     if tokens is not None:
         words = [tokens[p].split(" ") for p in positions]
     else:
         fields = _Fields(tuple(text_fields))
         present = [f for f in text_fields if f in rows]
-        words = [tokenize(ticket_text(r, fields)) for r in rows[present].to_dict("records")]
+        words = [
+            tokenize(ticket_text(r, fields)) for r in rows[present].to_dict("records")
+        ]
     metadata = [
         [
             f"{name}{_METADATA_SEPARATOR}{value}" if value != MISSING else None
@@ -743,7 +811,8 @@ def build_index(
         for name in metadata_fields
     ]
     term_lists = [
-        text_terms(row_words) + [column[i] for column in metadata if column[i] is not None]
+        text_terms(row_words)
+        + [column[i] for column in metadata if column[i] is not None]
         for i, row_words in enumerate(words)
     ]
     return SimilarIndex.build(term_lists, table, text_fields, metadata_fields)
@@ -760,7 +829,9 @@ def write_index(
     return build_index(tickets, text_fields, metadata_fields, tokens).save(folder)
 
 
-def load_index(folder: str | Path, manifest: MappingType[str, Any]) -> SimilarIndex | None:
+def load_index(
+    folder: str | Path, manifest: MappingType[str, Any]
+) -> SimilarIndex | None:
     """Load a bundle's index, or return None for a bundle built without one."""
     entry = manifest.get("similar")
     return SimilarIndex.load(folder, entry) if entry else None
@@ -809,7 +880,9 @@ def find_recurrences(
     position = {}
     for i, record in enumerate(records):
         position.setdefault(str(record.get("ticket_id")), i)
-    created = {key: to_seconds(records[i].get("created_at")) for key, i in position.items()}
+    created = {
+        key: to_seconds(records[i].get("created_at")) for key, i in position.items()
+    }
     rows = []
     for i, (record, match) in enumerate(zip(records, found)):
         repeat = match.recurrence
@@ -818,7 +891,10 @@ def find_recurrences(
         # Two records of one fault created at the same time would each repeat the
         # other. Only the later one in table order counts as the repeat.
         own_created = to_seconds(record.get("created_at"))
-        if created.get(repeat.ticket_id) == own_created and position[repeat.ticket_id] > i:
+        if (
+            created.get(repeat.ticket_id) == own_created
+            and position[repeat.ticket_id] > i
+        ):
             continue
         rows.append(
             (

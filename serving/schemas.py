@@ -144,6 +144,7 @@ class SimilarTicket(BaseModel):
 
     ticket_id: str
     similarity: float = Field(description="Cosine similarity of the two tickets, 0 to 1.")
+    description: str = Field("", description="Start of its title and description.")
     root_cause: str | None = Field(None, description="Root cause recorded at closure.")
     category: str | None = None
     notes: str = Field("", description="Start of the closure notes.")
@@ -193,8 +194,9 @@ class RootCause(Label):
     score: float | None = Field(
         None, description="Combined score of the model and similar tickets (with similar)."
     )
-    neighbour_share: float | None = Field(
-        None, description="Similarity-weighted share of similar tickets with this cause."
+    neighbour_support: float | None = Field(
+        None, description="Summed similarity of the similar tickets with this cause, "
+        "over their count (0 to 1)."
     )
     evidence: list[SimilarTicket] = Field(
         default_factory=list, description="Similar closed tickets with this cause."

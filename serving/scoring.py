@@ -70,7 +70,7 @@ def score_records(
     if not records:
         return []
     started = time.perf_counter()
-    answers = model.scorer.score(records)
+    answers = model.scorer.score(records, include=include)
     for enrich in service.enrichers:
         enrich(model, records, answers, include)
     seconds = time.perf_counter() - started
