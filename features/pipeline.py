@@ -30,6 +30,42 @@ CHARACTER_PATTERN = r"[^\x00-\x7f]"
 CHARACTERS = "characters"
 
 
+def most_frequent(terms: list[str], counts: np.ndarray, limit: int) -> np.ndarray:
+    """Positions of the ``limit`` most frequent of ``terms``, in their original order.
+
+    A tie goes to the n-gram of fewer words, then to the earlier term. An
+    n-gram never occurs more often than each of its words, so every n-gram kept
+    keeps its words. The ONNX converter needs them: it recovers an n-gram's
+    words by looking them up in the vocabulary, and guesses wrong (or fails)
+    when they are missing.
+    """
+    words = np.fromiter((t.count(" ") for t in terms), dtype=np.int64, count=len(terms))
+    order = np.lexsort((np.arange(len(terms)), words, -np.asarray(counts)))
+    return np.sort(order[:limit])
+
+
+class WordVectorizer(CountVectorizer):
+    """A CountVectorizer whose ``max_features`` cut follows :func:`most_frequent`.
+
+    scikit-learn breaks ties at the cut in an order of its own, which can keep
+    a bigram or trigram while dropping one of its words. Only the cut differs;
+    fitting, transforming and the ONNX export are CountVectorizer's.
+    """
+
+    def _limit_features(self, X, vocabulary, high=None, low=None, limit=None):
+        X = super()._limit_features(X, vocabulary, high, low, None)
+        if isinstance(X, tuple):  # scikit-learn returns (X, set()) when nothing is pruned
+            X = X[0]
+        if limit is None or len(vocabulary) <= limit:
+            return X
+        terms = sorted(vocabulary, key=vocabulary.__getitem__)
+        counts = np.asarray(X.sum(axis=0)).ravel()
+        kept = most_frequent(terms, counts, limit)
+        vocabulary.clear()
+        vocabulary.update((terms[old], new) for new, old in enumerate(kept))
+        return X[:, kept]
+
+
 def frequent_categories(values, min_count: int) -> list[str]:
     """Values seen at least ``min_count`` times; rarer and unseen ones encode as all zeros."""
     counts = Counter(values)
@@ -70,7 +106,7 @@ def build_feature_pipeline(
         None for none; at most ``char_max_features`` of the most frequent.
     """
     min_df = min(min_df, max(1, len(frame) // 2))
-    text = CountVectorizer(
+    text = WordVectorizer(
         token_pattern=TOKEN_PATTERN,
         lowercase=False,
         ngram_range=(1, ngram_max),
@@ -81,7 +117,7 @@ def build_feature_pipeline(
     )
     transformers = [(TOKENS, text, TOKENS)]
     if char_ngrams is not None:
-        characters = CountVectorizer(
+        characters = WordVectorizer(
             token_pattern=CHARACTER_PATTERN,
             lowercase=False,
             ngram_range=tuple(char_ngrams),
@@ -106,6 +142,8 @@ __all__ = [
     "CHARACTERS",
     "CHARACTER_PATTERN",
     "TOKEN_PATTERN",
+    "WordVectorizer",
     "build_feature_pipeline",
     "frequent_categories",
+    "most_frequent",
 ]

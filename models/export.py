@@ -15,8 +15,14 @@ from skl2onnx.common.shape_calculator import (
     calculate_linear_classifier_output_shapes,
     calculate_linear_regressor_output_shapes,
 )
+from skl2onnx.operator_converters.text_vectoriser import convert_sklearn_text_vectorizer
+from skl2onnx.shape_calculators.text_vectorizer import (
+    calculate_sklearn_text_vectorizer_output_shapes,
+)
+from sklearn.feature_extraction.text import CountVectorizer
 
 from features.inputs import TOKENS, FeatureSpec, frame_feeds
+from features.pipeline import WordVectorizer
 
 from .estimators import TargetModel
 
@@ -42,6 +48,19 @@ update_registered_converter(
     convert_lightgbm,
     options={"split": None},
 )
+update_registered_converter(
+    WordVectorizer,
+    "TriageWordVectorizer",
+    calculate_sklearn_text_vectorizer_output_shapes,
+    convert_sklearn_text_vectorizer,
+    options={
+        "tokenexp": None,
+        "separators": None,
+        "nan": [True, False],
+        "keep_empty_string": [True, False],
+        "locale": None,
+    },
+)
 
 
 class ParityError(RuntimeError):
@@ -62,8 +81,11 @@ def to_onnx(model: TargetModel, spec: FeatureSpec) -> onnx.ModelProto:
     the order of ``model.labels``); regressors output ``variable``.
     """
     pipeline = model.pipeline
-    vectorizer = pipeline.named_steps["features"].named_transformers_[TOKENS]
-    options: dict = {id(vectorizer): {"separators": [" "], "locale": STRING_LOCALE}}
+    options: dict = {
+        id(transformer): {"separators": [" "], "locale": STRING_LOCALE}
+        for transformer in pipeline.named_steps["features"].named_transformers_.values()
+        if isinstance(transformer, CountVectorizer)
+    }
     if model.kind != "regression":
         options[id(pipeline.named_steps["model"])] = {"zipmap": False}
     graph = convert_sklearn(

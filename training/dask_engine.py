@@ -12,8 +12,8 @@ needed); the answers come back to the caller, which writes the parts.
 
 Training, per target: document frequencies of every n-gram and counts of every
 metadata value are counted per partition and summed, which fixes the
-vocabulary and categories as a single fit on all training rows would (ties at
-the ``max_features`` cut are broken by term order). Each partition is then
+vocabulary and categories as a single fit on all training rows would, ties at
+the ``max_features`` cut included. Each partition is then
 turned into a sparse float32 matrix where it lives, and a
 ``lightgbm.DaskLGBMClassifier`` or ``DaskLGBMRegressor`` trains on them with
 the options the local engine would use. Evaluation scores and the ONNX parity
@@ -196,9 +196,12 @@ def _evaluate_on_worker(frame, mask, ids, model, graph_bytes):
 def select_vocabulary(documents: Counter, terms: Counter, n_documents: int, vectorizer) -> dict:
     """Apply a CountVectorizer's ``min_df``, ``max_df`` and ``max_features`` to summed counts.
 
-    scikit-learn ranks terms by total count (document count when ``binary``)
-    and breaks ties in an order of its own. Here a tie goes to the earlier term.
+    Terms are ranked by total count (document count when ``binary``), and a
+    tie is broken as :class:`features.pipeline.WordVectorizer` breaks it, so
+    both engines keep the same vocabulary from the same counts.
     """
+    from features.pipeline import most_frequent
+
     def bound(value, default):
         if value is None:
             return default
@@ -211,8 +214,7 @@ def select_vocabulary(documents: Counter, terms: Counter, n_documents: int, vect
     if limit is not None and len(kept) > limit:
         ranking = documents if vectorizer.binary else terms
         totals = np.array([ranking[t] for t in kept])
-        chosen = np.argsort(-totals, kind="stable")[:limit]
-        kept = sorted(kept[i] for i in chosen)
+        kept = [kept[i] for i in most_frequent(kept, totals, limit)]
     return {term: index for index, term in enumerate(kept)}
 
 
