@@ -130,6 +130,7 @@ class SystemScores:
     truth: np.ndarray
     predicted: np.ndarray
     second: np.ndarray | None = None
+    third: np.ndarray | None = None
     confidence: np.ndarray | None = None
     true_probability: np.ndarray | None = None
     positive_probability: np.ndarray | None = None
@@ -319,9 +320,8 @@ def prediction_part(
         "rows": rows,
         "truth": truth,
         "predicted": labels_array[order[:, 0]],
-        "second": labels_array[order[:, 1]]
-        if probabilities.shape[1] > 1
-        else labels_array[order[:, 0]],
+        "second": labels_array[order[:, min(1, probabilities.shape[1] - 1)]],
+        "third": labels_array[order[:, min(2, probabilities.shape[1] - 1)]],
         "confidence": probabilities.max(axis=1),
         "true_probability": true_probability,
     }
@@ -487,7 +487,7 @@ def pool_parts(parts: list[dict[str, Any]]) -> SystemScores:
 def classification_figures(
     scores: SystemScores, labels: list[str]
 ) -> tuple[dict, dict]:
-    """Compute macro-F1, accuracy, top-2, log loss, ECE and more from pooled predictions."""
+    """Compute macro-F1, accuracy, top-2 and top-3, log loss, ECE and more from pooled predictions."""
     truth, predicted = scores.truth, scores.predicted
     present = [label for label in labels if label in set(truth.tolist())]
     correct = predicted == truth
@@ -497,6 +497,9 @@ def classification_figures(
         ),
         "accuracy": float(correct.mean()),
         "top2_accuracy": float((correct | (scores.second == truth)).mean()),
+        "top3_accuracy": float(
+            (correct | (scores.second == truth) | (scores.third == truth)).mean()
+        ),
         "log_loss": float(
             -np.mean(np.log(np.clip(scores.true_probability, 1e-12, 1.0)))
         ),
@@ -779,6 +782,7 @@ CLASSIFIER_COLUMNS = (
     ("macro_f1", "macro-F1"),
     ("accuracy", "accuracy"),
     ("top2_accuracy", "top-2"),
+    ("top3_accuracy", "top-3"),
     ("log_loss", "log loss"),
     ("ece", "ECE"),
 )
