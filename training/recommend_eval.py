@@ -4,7 +4,8 @@ For each test ticket with a recorded root cause, three rankings of causes are
 compared with the truth:
 
 - ``model``: the root-cause model's calibrated probabilities, fitted on the
-  training tickets as ``triage evaluate`` fits it;
+  training tickets as ``triage train`` and ``triage evaluate`` fit it, with
+  the default class weights;
 - ``neighbours``: the causes of the nearest closed training tickets, by their
   summed similarity;
 - ``combined``: :func:`models.recommend.combine` of the two, as served.
@@ -29,6 +30,7 @@ from features.inputs import TOKENS, FeatureSpec, feature_frame, ticket_text
 from features.loading import LoadResult
 from features.mapping import Mapping
 from models.calibration import fit_calibrated
+from models.estimators import DEFAULT_CLASS_WEIGHT
 from models.recommend import (
     NEIGHBOURS,
     ROOT_CAUSE_TARGET,
@@ -122,6 +124,7 @@ def recommender_recall(
         seed=seed,
         n_jobs=n_jobs,
         params=params,
+        class_weight=DEFAULT_CLASS_WEIGHT,
     )
     labels = [str(label) for label in model.labels]
     # predict_scores applies the calibration fitted on held-out training rows.

@@ -233,3 +233,29 @@ def test_recommender_recall_needs_root_cause_target():
     without = replace(mapping, targets={"category": mapping.targets["category"]})
     with pytest.raises(ValueError, match="declares no root_cause target"):
         recommender_recall(pd.DataFrame(), pd.DataFrame(), without)
+
+
+def test_recommender_recall_fits_weighted_model(monkeypatch):
+    """The recall figures must score the class-weighted model that triage train fits."""
+    from models.estimators import DEFAULT_CLASS_WEIGHT
+    from training import recommend_eval
+    from training.demo_data import generate_tickets
+
+    calls = []
+    real_fit = recommend_eval.fit_calibrated
+
+    def recording_fit(*args, **kwargs):
+        calls.append(kwargs)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(recommend_eval, "fit_calibrated", recording_fit)
+    tickets = generate_tickets(300, seed=4)
+    recommend_eval.recommender_recall(
+        tickets.iloc[:240],
+        tickets.iloc[240:],
+        load_mapping(),
+        params={"n_estimators": 10},
+        n_jobs=1,
+    )
+    assert len(calls) == 1
+    assert calls[0].get("class_weight") == DEFAULT_CLASS_WEIGHT
