@@ -9,24 +9,71 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping as MappingType, Sequence
+from collections.abc import Mapping as MappingType
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from features.inputs import FeatureSpec, ticket_feeds, ticket_text
+from features.inputs import TOKENS, FeatureSpec, ticket_feeds
 from features.mapping import fold
 from features.taxonomy import Taxonomy, load_taxonomy
-from features.text import PLACEHOLDERS, tokenize, use_dictionary
+from features.text import PLACEHOLDERS, use_dictionary
 
 from .bundle import TargetEntry, find_bundle, read_manifest
 from .similar import load_index
+
+if TYPE_CHECKING:
+    import onnx
 
 logger = logging.getLogger(__name__)
 
 CORE_TARGETS = ("category", "root_cause", "escalation")
 TOP_K = 3
+# Rows per onnxruntime call. The text vectorisers return dense rows of the whole
+# vocabulary, so a call on thousands of rows is slower per row than several
+# calls on a few dozen.
+RUN_ROWS = 64
+
+
+def merge_graphs(graphs: dict[str, onnx.ModelProto]) -> onnx.ModelProto:
+    """Join target graphs that read the same inputs into one graph.
+
+    Each target's nodes, weights and outputs get the prefix ``<target>/``; the
+    inputs keep their names and are shared, so one onnxruntime call scores
+    every target and converts the input strings once.
+    """
+    import onnx
+    from onnx import compose, helper
+
+    inputs: dict[str, Any] = {}
+    nodes, weights, outputs, shapes = [], [], [], []
+    opsets: dict[str, int] = {}
+    for name, graph in graphs.items():
+        prefixed = compose.add_prefix(graph, prefix=f"{name}/", rename_inputs=False)
+        for item in prefixed.graph.input:
+            inputs.setdefault(item.name, item)
+        nodes += prefixed.graph.node
+        weights += prefixed.graph.initializer
+        outputs += prefixed.graph.output
+        shapes += prefixed.graph.value_info
+        for opset in prefixed.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+    merged = helper.make_model(
+        helper.make_graph(
+            nodes, "triage_intake", list(inputs.values()), outputs, weights, value_info=shapes
+        ),
+        opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+    )
+    merged.ir_version = max(g.ir_version for g in graphs.values())
+    onnx.checker.check_model(merged)
+    return merged
+
+
+def has_words(token_string: str) -> bool:
+    """True when a vectoriser token string holds a token other than a placeholder."""
+    return any(t not in PLACEHOLDERS for t in token_string.split(" ")[1:])
 
 
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -72,8 +119,27 @@ class Scorer:
             for t in self.targets
         }
         self.entries = {t.name: t for t in self.targets}
+        self._intake = [t for t in self.targets if t.mode == "intake"]
+        self._intake_session = self._merged_session(options)
         # The similar-ticket index; None for bundles built without one.
         self.similar = load_index(self.folder, self.manifest)
+
+    def _merged_session(self, options):
+        """One session for all intake targets, or None when there are fewer than two."""
+        import onnx
+        import onnxruntime as ort
+
+        if len(self._intake) < 2:
+            return None
+        graphs = {t.name: onnx.load(str(self.folder / t.file)) for t in self._intake}
+        self._merged_outputs = {
+            name: [f"{name}/{o.name}" for o in graph.graph.output]
+            for name, graph in graphs.items()
+        }
+        merged = merge_graphs(graphs)
+        return ort.InferenceSession(
+            merged.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+        )
 
     @property
     def name(self) -> str:
@@ -99,7 +165,13 @@ class Scorer:
             return {t.name: np.zeros((0, max(1, len(t.labels)))) for t in chosen}
         feeds_by_mode: dict[str, dict[str, np.ndarray]] = {}
         results: dict[str, np.ndarray] = {}
+        intake = [t for t in chosen if t.mode == "intake"]
+        if intake and self._intake_session is not None:
+            feeds_by_mode["intake"] = ticket_feeds(tickets, self.spec)
+            results.update(self.predict_feeds(feeds_by_mode["intake"]))
         for entry in chosen:
+            if entry.name in results:
+                continue
             spec = self._spec_for(entry)
             if spec.mode not in feeds_by_mode:
                 feeds_by_mode[spec.mode] = ticket_feeds(tickets, spec)
@@ -107,15 +179,42 @@ class Scorer:
         return results
 
     def predict_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run every intake target on prepared feeds (used for batch rescoring)."""
-        return {
-            t.name: self._run(t, feeds) for t in self.targets if t.mode == "intake"
-        }
+        """Run every intake target on prepared intake feeds."""
+        if self._intake_session is None:
+            return {t.name: self._run(t, feeds) for t in self._intake}
+        session = self._intake_session
+        names = [i.name for i in session.get_inputs()]
+        fetch = [o for t in self._intake for o in self._merged_outputs[t.name]]
+        rows = len(feeds[TOKENS])
+        parts = [
+            session.run(fetch, {n: feeds[n][start : start + RUN_ROWS] for n in names})
+            for start in range(0, rows, RUN_ROWS)
+        ]
+        results: dict[str, np.ndarray] = {}
+        position = 0
+        for entry in self._intake:
+            count = len(self._merged_outputs[entry.name])
+            outputs = [
+                np.concatenate([part[position + k] for part in parts]) for k in range(count)
+            ]
+            position += count
+            results[entry.name] = self._outputs(entry, outputs)
+        return results
 
     def _run(self, entry: TargetEntry, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run one target's own graph, in calls of at most :data:`RUN_ROWS` rows."""
         session = self.sessions[entry.name]
         names = [i.name for i in session.get_inputs()]
-        outputs = session.run(None, {n: feeds[n] for n in names})
+        rows = len(next(iter(feeds.values())))
+        parts = [
+            session.run(None, {n: feeds[n][start : start + RUN_ROWS] for n in names})
+            for start in range(0, rows, RUN_ROWS)
+        ]
+        outputs = [np.concatenate([part[k] for part in parts]) for k in range(len(parts[0]))]
+        return self._outputs(entry, outputs)
+
+    @staticmethod
+    def _outputs(entry: TargetEntry, outputs: list[np.ndarray]) -> np.ndarray:
         if entry.kind == "regression":
             raw = outputs[0].reshape(-1).astype(np.float64)
             return np.expm1(raw) if entry.transform == "log1p" else raw
@@ -136,13 +235,19 @@ class Scorer:
 
         include = check_include(include)
         # Closure-mode models need the closure notes; an answer at intake has none.
-        predictions = self.predict(tickets, modes=("intake",))
-        answers = [self._answer(predictions, i, tickets[i]) for i in range(len(tickets))]
+        if not tickets:
+            return []
+        feeds = ticket_feeds(tickets, self.spec)
+        predictions = self.predict_feeds(feeds)
+        worded = [has_words(text) for text in feeds[TOKENS][:, 0]]
+        answers = [
+            self._answer(predictions, i, tickets[i], worded[i]) for i in range(len(tickets))
+        ]
         if include:
             add_context(self, tickets, predictions, answers, include)
         return answers
 
-    def score_frame(self, tickets) -> "pd.DataFrame":
+    def score_frame(self, tickets) -> pd.DataFrame:
         """Top labels of a DataFrame of canonical tickets, indexed like the input.
 
         Columns: ``category``, ``category_probability``, ``root_cause``, and
@@ -185,13 +290,17 @@ class Scorer:
         return [(str(entry.labels[j]), float(row[j])) for j in order]
 
     def _answer(
-        self, predictions: dict[str, np.ndarray], i: int, ticket: MappingType[str, Any]
+        self,
+        predictions: dict[str, np.ndarray],
+        i: int,
+        ticket: MappingType[str, Any],
+        worded: bool,
     ) -> dict[str, Any]:
         answer: dict[str, Any] = {"targets": {}}
         category_code = None
         # A ticket without a single word is answered from its metadata alone,
         # which is never enough to skip review.
-        wordless = not self._has_words(ticket)
+        wordless = not worded
         for entry in self.targets:
             if entry.name not in predictions:
                 continue
@@ -247,10 +356,6 @@ class Scorer:
         answer.setdefault("needs_review", False)
         return answer
 
-    def _has_words(self, ticket: MappingType[str, Any]) -> bool:
-        """True when the ticket's intake text has a token other than a placeholder."""
-        return any(t not in PLACEHOLDERS for t in tokenize(ticket_text(ticket, self.spec)))
-
     def _needs_review(self, entry: TargetEntry, top: tuple[str, float]) -> bool:
         code, probability = top
         threshold = entry.class_thresholds.get(code, entry.threshold)
@@ -304,4 +409,11 @@ def load_scorer(uri: str | Path, threads: int = 1) -> Scorer:
     return Scorer(text, threads=threads)
 
 
-__all__ = ["CORE_TARGETS", "Scorer", "apply_temperature", "load_scorer"]
+__all__ = [
+    "CORE_TARGETS",
+    "Scorer",
+    "apply_temperature",
+    "has_words",
+    "load_scorer",
+    "merge_graphs",
+]

@@ -176,16 +176,23 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def dump_json(value: Any) -> str:
+    """JSON for the store's JSON columns: compact, Chinese text kept as it is."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def create_store_engine(url: str) -> Engine:
     """Create an engine; SQLite connections get WAL, full sync and real transactions."""
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, json_serializer=dump_json)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": 30}
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        json_serializer=dump_json,
     )
 
     # pysqlite opens transactions lazily and never around DDL; this recipe from the
@@ -368,11 +375,30 @@ def _rate(category: str | None, total: int, accepted: int) -> dict[str, Any]:
     }
 
 
+# Keys of an answer that the taxonomy gives again from the codes beside them;
+# the scored-ticket log leaves them out to keep rows small and cheap to write.
+TAXONOMY_TEXT_KEYS = frozenset({"name", "measures"})
+
+
+def compact_answer(value: Any) -> Any:
+    """Copy an answer as plain JSON values, without the taxonomy's names and measures."""
+    if isinstance(value, Mapping):
+        return {
+            str(k): compact_answer(v) for k, v in value.items() if k not in TAXONOMY_TEXT_KEYS
+        }
+    if isinstance(value, (list, tuple)):
+        return [compact_answer(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
 def scored_ticket_row(
     ticket: Mapping[str, Any],
     response: Mapping[str, Any],
     latency_ms: float,
     store_text: bool,
+    scored_at: datetime | None = None,
 ) -> dict[str, Any]:
     """Build a scored-ticket row from a request's ticket fields and the answer sent."""
     category = response.get("category") or {}
@@ -382,7 +408,7 @@ def scored_ticket_row(
     return {
         "request_id": response.get("request_id") or "",
         "ticket_id": ticket.get("ticket_id"),
-        "scored_at": utc_now(),
+        "scored_at": scored_at or utc_now(),
         "model_name": model.get("name"),
         "model_version": model.get("version"),
         "category": category.get("code"),
@@ -391,7 +417,7 @@ def scored_ticket_row(
         "escalation_probability": escalation.get("probability"),
         "needs_review": response.get("needs_review"),
         "latency_ms": latency_ms,
-        "answer": json.loads(json.dumps(response, default=str)),
+        "answer": compact_answer(response),
         "title": ticket.get("title") if store_text else None,
         "description": ticket.get("description") if store_text else None,
     }
@@ -411,13 +437,15 @@ class ScoredTicketLog:
         store_text: bool = False,
         max_queued: int = 10_000,
         batch_size: int = 500,
+        gather_seconds: float = 0.2,
     ) -> None:
         self.store = store
         self.store_text = store_text
         self.batch_size = batch_size
+        self.gather_seconds = gather_seconds
         self.dropped = 0
         self.written = 0
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(max_queued)
+        self._queue: queue.Queue[tuple | None] = queue.Queue(max_queued)
         self._last_warning = 0.0
         self._thread = threading.Thread(
             target=self._run, name="scored-ticket-log", daemon=True
@@ -427,11 +455,14 @@ class ScoredTicketLog:
     def record(
         self, ticket: Mapping[str, Any], response: Mapping[str, Any], started: float
     ) -> None:
-        """Queue one answer; ``started`` is the ``time.perf_counter()`` at request start."""
+        """Queue one answer; ``started`` is the ``time.perf_counter()`` at request start.
+
+        The row is built on the writer thread, so the request pays only for the
+        queueing. ``ticket`` and ``response`` must not change afterwards.
+        """
         latency_ms = (time.perf_counter() - started) * 1000.0
-        row = scored_ticket_row(ticket, response, latency_ms, self.store_text)
         try:
-            self._queue.put_nowait(row)
+            self._queue.put_nowait((ticket, response, latency_ms, utc_now()))
         except queue.Full:
             self.dropped += 1
             self._warn_throttled(
@@ -466,25 +497,35 @@ class ScoredTicketLog:
             if stop:
                 return
 
-    def _next_batch(self) -> tuple[list[dict[str, Any]], bool]:
-        """Take up to ``batch_size`` queued rows, waiting for the first; True at stop."""
-        batch: list[dict[str, Any]] = []
-        row = self._queue.get()
+    def _next_batch(self) -> tuple[list[tuple], bool]:
+        """Take up to ``batch_size`` queued answers; True at stop.
+
+        After the first answer it keeps gathering for ``gather_seconds``, so
+        that a busy service commits a few times a second, not once per request.
+        """
+        batch: list[tuple] = []
+        item = self._queue.get()
+        deadline = time.monotonic() + self.gather_seconds
         while True:
-            if row is None:
+            if item is None:
                 self._queue.task_done()
                 return batch, True
-            batch.append(row)
+            batch.append(item)
             if len(batch) >= self.batch_size:
                 return batch, False
+            wait = deadline - time.monotonic()
             try:
-                row = self._queue.get_nowait()
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
                 return batch, False
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
+    def _write(self, batch: list[tuple]) -> None:
         try:
-            self.written += self.store.record_scored(batch)
+            rows = [
+                scored_ticket_row(ticket, response, latency_ms, self.store_text, scored_at)
+                for ticket, response, latency_ms, scored_at in batch
+            ]
+            self.written += self.store.record_scored(rows)
         except Exception:
             # The log is best effort: a failed batch is counted and logged, and the
             # thread goes on with the next one.

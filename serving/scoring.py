@@ -8,7 +8,7 @@ valid tickets, so each ONNX graph runs once per batch.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -124,9 +124,16 @@ async def score_one(
 
 
 def score_batch_items(
-    service: Service, model: LoadedModel, batch: BatchRequest, request_id: str
+    service: Service,
+    model: LoadedModel,
+    batch: BatchRequest,
+    request_id: str,
+    log: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Validate every item, score the valid ones in one call, keep the input order."""
+    """Validate every item, score the valid ones in one call, keep the input order.
+
+    ``log`` is called with each scored ticket's record and answer.
+    """
     items: list[dict[str, Any] | None] = [None] * len(batch.tickets)
     records: list[dict[str, Any]] = []
     positions: list[int] = []
@@ -145,11 +152,10 @@ def score_batch_items(
 
     answers = score_records(service, model, records, batch.include, "batch")
     for index, record, answer in zip(positions, records, answers):
-        items[index] = {
-            "index": index,
-            "status": "scored",
-            "answer": finish_answer(answer, record, model, request_id),
-        }
+        answer = finish_answer(answer, record, model, request_id)
+        items[index] = {"index": index, "status": "scored", "answer": answer}
+        if log is not None:
+            log(record, answer)
     invalid = len(batch.tickets) - len(records)
     service.metrics.batch_size.observe(len(batch.tickets))
     service.metrics.invalid_items.inc(invalid)
@@ -171,6 +177,7 @@ async def score_batch(
     batch: BatchRequest, request: Request, service: Service = Depends(get_service)
 ):
     """Score a batch; items keep the input order and invalid ones carry errors."""
+    started = time.perf_counter()
     request_id = request_id_of(request)
     limit = service.settings.max_batch
     if len(batch.tickets) > limit:
@@ -186,7 +193,11 @@ async def score_batch(
             ],
         )
     model = service.require_model()
-    return await service.run(score_batch_items, service, model, batch, request_id)
+
+    def log(record: dict[str, Any], answer: dict[str, Any]) -> None:
+        feedback_api.record_scored(request, record, answer, started)
+
+    return await service.run(score_batch_items, service, model, batch, request_id, log)
 
 
 __all__ = [

@@ -81,3 +81,28 @@ def test_serving_path_imports_no_sklearn_or_lightgbm(demo_bundle):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "LOADED []" in result.stdout
+
+
+def test_joined_intake_graph_matches_each_target_graph(demo_bundle, demo_csv):
+    """One onnxruntime call on the joined graph, in parts of RUN_ROWS, equals each graph alone."""
+    from features.inputs import ticket_feeds
+    from models.scorer import RUN_ROWS
+
+    scorer = Scorer(demo_bundle)
+    assert scorer._intake_session is not None
+    tickets = pd.read_csv(demo_csv, nrows=2 * RUN_ROWS + 7).to_dict("records")
+    for ticket in tickets:
+        ticket["created_at"] = pd.Timestamp(ticket["created_at"])
+    feeds = ticket_feeds(tickets, scorer.spec)
+    joined = scorer.predict_feeds(feeds)
+    intake = [t for t in scorer.targets if t.mode == "intake"]
+    assert sorted(joined) == sorted(t.name for t in intake)
+    for entry in intake:
+        session = scorer.sessions[entry.name]
+        names = [i.name for i in session.get_inputs()]
+        outputs = session.run(None, {n: feeds[n] for n in names})
+        alone = Scorer._outputs(entry, outputs)
+        np.testing.assert_allclose(joined[entry.name], alone, rtol=0, atol=1e-6, err_msg=entry.name)
+    single = scorer.predict(tickets[:1], modes=("intake",))
+    for name, values in single.items():
+        np.testing.assert_allclose(values, joined[name][:1], atol=1e-6, err_msg=name)

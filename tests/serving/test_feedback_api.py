@@ -282,6 +282,40 @@ def test_scoring_logs_scored_ticket(client, db_url):
     assert row["title"] is None
 
 
+def test_logged_answer_keeps_codes_and_leaves_out_taxonomy_text(client, db_url):
+    answer = client.post("/v1/score", json=TICKET).json()
+
+    logged = scored_rows(client, db_url)[0]["answer"]
+    assert logged["category"] == {
+        "code": answer["category"]["code"],
+        "probability": pytest.approx(answer["category"]["probability"]),
+    }
+    assert [c["code"] for c in logged["root_causes"]] == [
+        c["code"] for c in answer["root_causes"]
+    ]
+    assert all("measures" not in c and "name" not in c for c in logged["root_causes"])
+    assert logged["targets"].keys() == answer["targets"].keys()
+
+
+def test_batch_scoring_logs_each_scored_ticket(client, db_url):
+    tickets = [dict(TICKET, ticket_id=f"B-{i}") for i in range(3)]
+    tickets.insert(1, {"description": 5})
+    response = client.post("/v1/score/batch", json={"tickets": tickets})
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+
+    rows = scored_rows(client, db_url)
+    assert sorted(r["ticket_id"] for r in rows) == ["B-0", "B-1", "B-2"]
+    by_ticket = {r["ticket_id"]: r for r in rows}
+    for item in items:
+        if item["status"] != "scored":
+            continue
+        answer = item["answer"]
+        row = by_ticket[answer["ticket_id"]]
+        assert row["request_id"] == answer["request_id"]
+        assert row["category"] == answer["category"]["code"]
+
+
 def test_scoring_logs_text_when_allowed(make_client, db_url):
     client = make_client(feedback_db_url=db_url, store_ticket_text=True)
     client.post("/v1/score", json=TICKET)
