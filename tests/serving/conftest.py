@@ -230,3 +230,25 @@ def start_server(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+def check_same_scores(answer: dict, expected: dict) -> None:
+    """Assert two answers give the same category and escalation, to float32 rounding.
+
+    onnxruntime sums tree outputs in float32, so a ticket scored in a batch
+    can differ from the same ticket scored alone in the last digits.
+    """
+    assert answer["category"]["code"] == expected["category"]["code"]
+    assert answer["category"]["probability"] == pytest.approx(
+        expected["category"]["probability"], abs=1e-6
+    )
+    assert answer["escalation"]["flag"] == expected["escalation"]["flag"]
+    assert answer["escalation"]["probability"] == pytest.approx(
+        expected["escalation"]["probability"], abs=1e-6
+    )
+
+
+@pytest.fixture
+def same_scores():
+    """The check of :func:`check_same_scores`, for tests that compare two answers."""
+    return check_same_scores

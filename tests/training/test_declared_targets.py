@@ -101,9 +101,10 @@ def test_new_binary_target_trains_and_serves(custom_export, tracking_dir):
         assert 0.0 <= callback["probability"] <= 1.0
         assert isinstance(callback["flag"], bool)
         model = client.get("/v1/model").json()
-        assert [t["name"] for t in model["targets"]] == [
-            "category", "root_cause", "escalation", "callback"
-        ]
+        intake = [t["name"] for t in model["targets"] if t["mode"] == "intake"]
+        assert intake == ["category", "root_cause", "escalation", "callback"]
+        closure = [t["name"] for t in model["targets"] if t["mode"] == "closure"]
+        assert closure == ["category_closure"]
 
 
 def test_bundle_with_original_three_targets_serves(custom_export, tracking_dir):
