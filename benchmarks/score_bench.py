@@ -43,6 +43,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -363,8 +364,11 @@ def bench_http(models: Models, workdir: Path, args) -> dict:
         # the machine during the benchmark affects both alike.
         per_round = max(1, args.http_requests // args.http_rounds)
         runs: dict[str, list[LoadResult]] = {name: [] for name in endpoints}
+        server_cpu = {name: 0.0 for name in endpoints}
+        process = psutil.Process(server.pid)
         for _ in range(args.http_rounds):
             for name, requests in endpoints.items():
+                before = process.cpu_times()
                 runs[name].append(
                     asyncio.run(
                         drive(
@@ -376,7 +380,16 @@ def bench_http(models: Models, workdir: Path, args) -> dict:
                         )
                     )
                 )
-        return {name: merge(results) for name, results in runs.items()} | {
+                after = process.cpu_times()
+                server_cpu[name] += (after.user - before.user) + (
+                    after.system - before.system
+                )
+        merged = {name: merge(results) for name, results in runs.items()}
+        return merged | {
+            "server_cpu_ms": {
+                name: 1000 * server_cpu[name] / max(1, merged[name].requests)
+                for name in endpoints
+            },
             "round_shares": [
                 s.per_second / t.per_second
                 for s, t in zip(runs["score"], runs["trivial"])
@@ -526,6 +539,12 @@ def main() -> int:
             f"  /v1/score throughput is {share:.0%} of the trivial endpoint's "
             f"({len(rounds)} alternating rounds, "
             f"{min(rounds):.0%} to {max(rounds):.0%})"
+        )
+        cpu = http["server_cpu_ms"]
+        print(
+            f"  server CPU per request: /healthz {cpu['trivial']:.2f} ms, "
+            f"/v1/score {cpu['score']:.2f} ms ({cpu['trivial'] / cpu['score']:.0%}; "
+            "less disturbed by other jobs than the throughput share)"
         )
 
         failures = sum(

@@ -178,7 +178,7 @@ def normalize_url(url: str) -> str:
 
 def dump_json(value: Any) -> str:
     """JSON for the store's JSON columns: compact, Chinese text kept as it is."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def create_store_engine(url: str) -> Engine:
@@ -380,17 +380,27 @@ def _rate(category: str | None, total: int, accepted: int) -> dict[str, Any]:
 TAXONOMY_TEXT_KEYS = frozenset({"name", "measures"})
 
 
-def compact_answer(value: Any) -> Any:
-    """Copy an answer as plain JSON values, without the taxonomy's names and measures."""
-    if isinstance(value, Mapping):
-        return {
-            str(k): compact_answer(v) for k, v in value.items() if k not in TAXONOMY_TEXT_KEYS
-        }
-    if isinstance(value, (list, tuple)):
-        return [compact_answer(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
+def compact_answer(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy an answer without the taxonomy's names and measures.
+
+    They are dropped from the answer's parts (``category``, each alternative and
+    root cause, ...), one level down, which is where the scorer puts them.
+    Deeper values are kept as they are; :func:`dump_json` writes what JSON
+    has no type for as text.
+    """
+
+    def strip(part: Any) -> Any:
+        if isinstance(part, Mapping):
+            return {k: v for k, v in part.items() if k not in TAXONOMY_TEXT_KEYS}
+        return part
+
+    compact: dict[str, Any] = {}
+    for key, value in answer.items():
+        if isinstance(value, list):
+            compact[key] = [strip(item) for item in value]
+        else:
+            compact[key] = strip(value)
+    return compact
 
 
 def scored_ticket_row(
