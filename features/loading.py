@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -243,18 +244,46 @@ def _join_columns(frame: pd.DataFrame, columns: list[str], nulls: frozenset[str]
     return joined
 
 
+# A UTC offset after a clock time ("10:30+08:00", "10:30:00Z"). Times are read
+# as the local clock time of registration, as the API reads them, so the offset
+# is dropped rather than converted; a file may mix times with and without one.
+_UTC_OFFSET = re.compile(
+    r"^(.*\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)$",
+    re.IGNORECASE,
+)
+# Times outside this range are read as unknown (pandas stores nanoseconds from
+# 1677 to 2262, and no ticket is older than the telephone).
+EARLIEST_TIME = pd.Timestamp("1900-01-01")
+LATEST_TIME = pd.Timestamp("2200-01-01")
+
+
+# Handling times above this many hours (about eleven years) are read as unknown.
+MAX_HOURS = 100_000.0
+
+
+def _hours(numbers: pd.Series) -> pd.Series:
+    """Keep finite handling times from 0 to :data:`MAX_HOURS`; others become unknown."""
+    numbers = numbers.astype("float64")
+    return numbers.where((numbers >= 0) & (numbers <= MAX_HOURS))
+
+
 def _timestamps(series: pd.Series, nulls: frozenset[str]) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(series):
-        return series.dt.tz_localize(None) if series.dt.tz is not None else series
-    text = _as_text(series, nulls)
-    return pd.to_datetime(text.where(text != "", None), errors="coerce", format="mixed")
+        parsed = series.dt.tz_localize(None) if series.dt.tz is not None else series
+    else:
+        text = _as_text(series, nulls).str.replace(_UTC_OFFSET, r"\1", regex=True)
+        parsed = pd.to_datetime(text.where(text != "", None), errors="coerce", format="mixed")
+    parsed = parsed.where((parsed >= EARLIEST_TIME) & (parsed < LATEST_TIME))
+    return parsed.astype("datetime64[ns]")
 
 
 def _map_label(values: pd.Series, target: TargetSpec, nulls: frozenset[str]) -> tuple[pd.Series, Counter]:
     """Map raw values to labels; unmapped values become missing and are counted."""
     if target.kind == "regression":
         numbers = pd.to_numeric(_as_text(values, nulls).replace("", None), errors="coerce")
-        return numbers.astype("float64"), Counter()
+        valid = _hours(numbers) if target.field == "handling_hours" else numbers.astype("float64")
+        issues = Counter({"not a number of hours from 0 to 100000": int((valid.isna() & numbers.notna()).sum())})
+        return valid, +issues
     text = _as_text(values, nulls)
     folded = text.map(fold)
     if target.ignore:
@@ -302,9 +331,11 @@ def apply_mapping(
             )
         elif name == "handling_hours":
             out[name] = (
-                pd.to_numeric(
-                    _as_text(frame[columns[0]], nulls).replace("", None), errors="coerce"
-                ).astype("float64")
+                _hours(
+                    pd.to_numeric(
+                        _as_text(frame[columns[0]], nulls).replace("", None), errors="coerce"
+                    )
+                )
                 if columns
                 else np.nan
             )
@@ -322,7 +353,7 @@ def apply_mapping(
         )
 
     missing_hours = out["handling_hours"].isna() & out["closed_at"].notna()
-    out.loc[missing_hours, "handling_hours"] = (
+    out.loc[missing_hours, "handling_hours"] = _hours(
         (out["closed_at"] - out["created_at"]).dt.total_seconds() / 3600.0
     )[missing_hours]
     out[SOURCE_LINE] = frame[SOURCE_LINE].to_numpy()

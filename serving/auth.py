@@ -65,17 +65,17 @@ class KeyRing:
         return found
 
 
-def presented_key(scope: Scope) -> str | None:
-    """Return the key a request sends in ``X-API-Key`` or a Bearer ``Authorization``."""
-    api_key = bearer = None
+def presented_keys(scope: Scope) -> list[str]:
+    """Return the keys a request sends in ``X-API-Key`` and Bearer ``Authorization`` headers."""
+    keys = []
     for name, value in scope.get("headers", ()):
         if name == b"x-api-key":
-            api_key = value.decode("latin-1").strip()
+            keys.append(value.decode("latin-1").strip())
         elif name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer":
-                bearer = token.strip()
-    return api_key or bearer or None
+                keys.append(token.strip())
+    return [key for key in keys if key]
 
 
 class AuthMiddleware:
@@ -106,26 +106,31 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = scope.get("state", {}).get("request_id")
-        key = presented_key(scope)
-        if key is None:
+        keys = presented_keys(scope)
+        if not keys:
             await send_error(
                 send, 401, MISSING_KEY, request_id, {"WWW-Authenticate": "Bearer"}
             )
             return
-        is_admin = self.admin_keys.matches(key)
+        # With a key in both headers, both must be valid: a caller never gets in
+        # on one good key beside a wrong one.
+        is_admin = all(self.admin_keys.matches(key) for key in keys)
+        is_client = all(
+            self.admin_keys.matches(key) or self.client_keys.matches(key) for key in keys
+        )
         if scope["path"].startswith(ADMIN_PREFIX):
             if is_admin:
                 await self.app(scope, receive, send)
             elif not len(self.admin_keys):
                 await send_error(send, 403, NO_ADMIN_KEYS, request_id)
-            elif self.client_keys.matches(key):
+            elif is_client:
                 await send_error(send, 403, ADMIN_REQUIRED, request_id)
             else:
                 await send_error(
                     send, 401, INVALID_KEY, request_id, {"WWW-Authenticate": "Bearer"}
                 )
             return
-        if is_admin or self.client_keys.matches(key):
+        if is_client:
             await self.app(scope, receive, send)
             return
         await send_error(

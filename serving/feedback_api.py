@@ -194,6 +194,16 @@ def record_scored(
         service.scored_log.record(ticket, response, started)
 
 
+def out_of_range(field: str) -> dict[str, str]:
+    """The error of a time that falls outside the years 1 to 9999 once taken to UTC."""
+    return {
+        "field": field,
+        "message": f"{field} is out of range once converted to UTC (years 1 to 9999); "
+        "give a later or earlier time",
+        "type": "value_error",
+    }
+
+
 def _taxonomy(request: Request) -> Taxonomy:
     model_state = getattr(request.app.state, "model_state", None)
     model = model_state.model if model_state is not None else None
@@ -304,8 +314,14 @@ def feedback_stats(
         str | None, Query(description="Count only this model version.")
     ] = None,
 ) -> Any:
-    until = as_utc(until) if until is not None else utc_now()
-    since = as_utc(since) if since is not None else until - DEFAULT_PERIOD
+    try:
+        until = as_utc(until) if until is not None else utc_now()
+    except OverflowError:
+        return invalid_request(request_id_of(request), [out_of_range("until")])
+    try:
+        since = as_utc(since) if since is not None else until - DEFAULT_PERIOD
+    except OverflowError:
+        return invalid_request(request_id_of(request), [out_of_range("since")])
     if since >= until:
         problem = {
             "field": "since",

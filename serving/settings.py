@@ -98,7 +98,13 @@ class Settings(BaseSettings):
     @classmethod
     def _split_keys(cls, value):
         if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+            keys = [part.strip() for part in value.split(",") if part.strip()]
+            if value.strip() and not keys:
+                raise ValueError(
+                    "the key list is set but holds no key; give comma-separated keys "
+                    "or leave the variable unset"
+                )
+            return keys
         return value
 
     @property

@@ -21,8 +21,33 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log detail at DEBUG level.")
+class TriageGroup(click.Group):
+    """The command group; an unexpected error ends a command with one line.
+
+    Errors a command expects are click errors already. Any other exception,
+    from a library or an unreadable file, is printed as ``Error: <type>:
+    <message>`` with exit status 1; ``--verbose`` shows the traceback instead.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as exc:
+            if ctx.params.get("verbose"):
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise click.ClickException(
+                f"{type(exc).__name__}: {message or 'no message'} "
+                "(run `triage --verbose ...` for the traceback)"
+            ) from exc
+
+
+@click.group(cls=TriageGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log detail and show tracebacks of errors.")
 def main(verbose: bool) -> None:
     """Ticket triage: train, evaluate, serve and report on work-order models."""
     configure_logging(verbose)

@@ -139,3 +139,47 @@ def test_unknown_suffix_rejected(tmp_path):
     path.write_text("a,b\n", encoding="utf-8")
     with pytest.raises(ExportError, match=r"suffix '\.txt'; expected one of \.csv"):
         load_tickets(path)
+
+
+HOURS_MAPPING = MAPPING.replace(
+    'closure_notes = ["原因", "处理"]', 'closure_notes = ["原因", "处理"]\nhandling_hours = "时长"'
+)
+
+
+def test_times_with_and_without_offsets_read_as_clock_times(tmp_path):
+    data, mapping = write(
+        tmp_path,
+        """
+        编号,开始时间,现象,系统,原因类,原因,处理
+        1,2025-01-01 08:30:00,甲,ERP,软件设计缺陷,,
+        2,2025-01-01T08:30:00+08:00,乙,ERP,软件设计缺陷,,
+        3,2025-01-01T08:30:00Z,丙,ERP,软件设计缺陷,,
+        4,9999-12-31 23:59:59,丁,ERP,软件设计缺陷,,
+        5,1200-01-01 00:00:00,戊,ERP,软件设计缺陷,,
+        """,
+    )
+    result = load_tickets(data, mapping)
+    assert result.rows_used == 3
+    assert {str(t) for t in result.tickets["created_at"]} == {"2025-01-01 08:30:00"}
+    reasons = {r.line: r.reason for r in result.rejected}
+    assert set(reasons) == {5, 6}
+    assert all("created_at" in reason for reason in reasons.values())
+
+
+def test_impossible_handling_hours_read_as_unknown(tmp_path):
+    data, mapping = write(
+        tmp_path,
+        """
+        编号,开始时间,现象,系统,原因类,原因,处理,时长
+        1,2025-01-01 08:30:00,甲,ERP,软件设计缺陷,,,2.5
+        2,2025-01-01 09:30:00,乙,ERP,软件设计缺陷,,,inf
+        3,2025-01-01 10:30:00,丙,ERP,软件设计缺陷,,,-5
+        4,2025-01-01 11:30:00,丁,ERP,软件设计缺陷,,,1e400
+        """,
+        mapping=HOURS_MAPPING,
+    )
+    result = load_tickets(data, mapping)
+    assert result.rows_used == 4
+    hours = result.tickets.set_index("ticket_id")["handling_hours"]
+    assert hours["1"] == 2.5
+    assert hours[["2", "3", "4"]].isna().all()

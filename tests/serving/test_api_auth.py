@@ -201,3 +201,26 @@ def test_key_ring_matches_only_configured_keys():
     assert not ring.matches("alpha-key ")
     assert not ring.matches("")
     assert not KeyRing([]).matches("alpha-key")
+
+
+@pytest.mark.parametrize("valid_header", ["x-api-key", "authorization"])
+def test_one_wrong_key_of_two_is_rejected(keyed_client, keys, valid_header):
+    valid = {"x-api-key": keys.client, "authorization": f"Bearer {keys.client}"}
+    wrong = {"x-api-key": "wrong", "authorization": "Bearer wrong"}
+    headers = {
+        name: (valid if name == valid_header else wrong)[name] for name in valid
+    }
+    response = keyed_client.post("/v1/score", json=TICKET, headers=headers)
+    assert response.status_code == 401
+    both = keyed_client.post("/v1/score", json=TICKET, headers=valid)
+    assert both.status_code == 200
+
+
+def test_key_list_without_keys_is_an_error(monkeypatch):
+    from pydantic import ValidationError
+
+    from serving.settings import Settings
+
+    monkeypatch.setenv("TRIAGE_API_KEYS", " , ,")
+    with pytest.raises(ValidationError, match="holds no key"):
+        Settings()

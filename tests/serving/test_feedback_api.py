@@ -247,6 +247,19 @@ def test_stats_reject_empty_period(client):
     assert "must be before until" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("since", "0001-01-01T00:00:00+14:00"), ("until", "9999-12-31T23:59:59-14:00")],
+)
+def test_stats_reject_time_out_of_range(client, field, value):
+    response = client.get("/v1/feedback/stats", params={field: value})
+
+    assert response.status_code == 422
+    error = errors_of(response)[0]
+    assert error["field"] == field
+    assert "out of range" in error["message"]
+
+
 # Scored-ticket log ------------------------------------------------------------
 
 

@@ -84,3 +84,14 @@ def test_train_command_on_ict_records(ict_path, ict_mapping, tracking_dir):
     run = client.get_run(version.run_id)
     assert run.data.metrics["rows_read"] == 829
     assert mlflow.get_tracking_uri().startswith("sqlite:///")
+
+
+def test_unexpected_error_is_one_line(tmp_path):
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not a parquet file")
+    result = CliRunner().invoke(main, ["train", "--data", str(broken)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ")
+    assert "--verbose" in lines[0]
