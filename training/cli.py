@@ -499,7 +499,7 @@ def parse_params(items: tuple[str, ...]) -> dict | None:
 
 
 @main.command("promote")
-@click.argument("version")
+@click.argument("version", type=click.IntRange(min=1))
 @MODEL_NAME
 @click.option("--reason", default=None, help="Why, recorded in the version's tags.")
 @TRACKING_URI
@@ -513,7 +513,8 @@ def promote_command(version, model_name, reason, tracking_uri):
 
     mlflow.set_tracking_uri(tracking_uri or default_uri())
     try:
-        change = promote(model_name, version, action=f"promote: {reason or 'by hand'}")
+        # Registry versions are whole numbers; "01" or " 1" names version 1.
+        change = promote(model_name, str(version), action=f"promote: {reason or 'by hand'}")
     except AliasError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(

@@ -129,3 +129,24 @@ def test_cli_rollback_error_exits_nonzero(model, tracking_dir):
     result = CliRunner().invoke(main, ["rollback", "--model-name", model, "--tracking-uri", uri])
     assert result.exit_code == 1
     assert "nothing to roll back to" in result.output
+
+
+@pytest.mark.parametrize("spelling", ["01", " 1", "１"])
+def test_cli_promote_reads_version_as_number(client, model, tracking_dir, spelling):
+    uri = f"sqlite:///{tracking_dir / 'mlflow.db'}"
+    result = CliRunner().invoke(
+        main, ["promote", spelling, "--model-name", model, "--tracking-uri", uri]
+    )
+    assert result.exit_code == 1
+    assert "already the champion" in result.output
+    assert str(client.get_model_version_by_alias(model, CHAMPION).version) == "1"
+
+
+@pytest.mark.parametrize("version", ["x", "0", "-2"])
+def test_cli_promote_rejects_version_that_is_not_positive_number(model, tracking_dir, version):
+    uri = f"sqlite:///{tracking_dir / 'mlflow.db'}"
+    result = CliRunner().invoke(
+        main, ["promote", "--model-name", model, "--tracking-uri", uri, "--", version]
+    )
+    assert result.exit_code == 2
+    assert "VERSION" in result.output
