@@ -235,8 +235,36 @@ def _parse_target(name: str, spec: Any, source: str) -> TargetSpec:
     )
 
 
+TOP_LEVEL_KEYS = ("name", "description", "null_values", "fields", "extra", "stages", "targets")
+
+
+def _check_category_labels(targets: dict[str, TargetSpec], source: str) -> None:
+    """Raise when a target writing ``category`` maps raw values to a code the taxonomy lacks."""
+    from .taxonomy import load_taxonomy
+
+    codes = set(load_taxonomy().category_codes)
+    for target in targets.values():
+        if target.field != "category" or target.kind != "multiclass":
+            continue
+        labels = set((target.values or {}).values())
+        if target.empty is not None:
+            labels.add(target.empty)
+        wrong = sorted(str(label) for label in labels - codes)
+        if wrong:
+            raise MappingError(
+                f"mapping {source}: target {target.name!r} maps to {wrong}, which are "
+                f"not category codes; use one of {', '.join(sorted(codes))}"
+            )
+
+
 def parse_mapping(data: dict[str, Any], source: str = "<memory>") -> Mapping:
     """Validate the contents of a mapping file."""
+    stray_keys = sorted(set(data) - set(TOP_LEVEL_KEYS))
+    if stray_keys:
+        raise MappingError(
+            f"mapping {source}: unknown keys {stray_keys}; a mapping has "
+            f"{', '.join(TOP_LEVEL_KEYS)}"
+        )
     raw_fields = data.get("fields")
     if not isinstance(raw_fields, dict):
         raise MappingError(f"mapping {source} has no [fields] table")
@@ -294,6 +322,7 @@ def parse_mapping(data: dict[str, Any], source: str = "<memory>") -> Mapping:
     label_fields = [t.field for t in targets.values()]
     if len(set(label_fields)) != len(label_fields):
         raise MappingError(f"mapping {source}: two targets write the same field")
+    _check_category_labels(targets, source)
 
     nulls = data.get("null_values", [""])
     return Mapping(

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
@@ -56,7 +56,7 @@ class LabelSet(BaseModel):
 
     category: str | None = Field(None, min_length=1, max_length=100)
     root_cause: str | None = Field(None, min_length=1, max_length=200)
-    escalation: bool | None = None
+    escalation: StrictBool | None = None
 
 
 class FeedbackModel(BaseModel):
@@ -74,6 +74,7 @@ class FeedbackRequest(BaseModel):
     request_id: str = Field(
         min_length=1,
         max_length=200,
+        pattern=r"\S",
         description="Client-chosen id of this entry; a repeat with the same id and "
         "content is recorded once.",
     )

@@ -183,3 +183,17 @@ def test_impossible_handling_hours_read_as_unknown(tmp_path):
     hours = result.tickets.set_index("ticket_id")["handling_hours"]
     assert hours["1"] == 2.5
     assert hours[["2", "3", "4"]].isna().all()
+
+
+def test_mapping_rejects_misspelt_top_level_key(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(MAPPING.replace("null_values", "nul_values"), encoding="utf-8")
+    with pytest.raises(MappingError, match=r"unknown keys \['nul_values'\]"):
+        load_mapping(path)
+
+
+def test_mapping_rejects_category_code_not_in_taxonomy(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(MAPPING.replace('= "human"', '= "humn"'), encoding="utf-8")
+    with pytest.raises(MappingError, match=r"\['humn'\], which are not category codes"):
+        load_mapping(path)

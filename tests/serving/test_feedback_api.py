@@ -140,6 +140,12 @@ def test_feedback_reused_request_id_conflicts(client, db_url):
         ),
         ({"operator_id": ""}, "operator_id", "at least 1 character"),
         ({"request_id": "x" * 201}, "request_id", "at most 200 characters"),
+        ({"request_id": "   "}, "request_id", "should match pattern"),
+        (
+            {"chosen": {"category": "human", "escalation": "yes"}},
+            "chosen.escalation",
+            "valid boolean",
+        ),
         (
             {"chosen": {"category": "human", "priority": "高"}},
             "chosen.priority",
