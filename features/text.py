@@ -7,6 +7,7 @@ tickets (dates, times, addresses, numbers), so the models learn words, not ids.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -102,10 +103,31 @@ def use_dictionary(path: str | Path) -> None:
             return
         _dictionary = path
         _tokenizer = None
+        _block_words.cache_clear()
 
 
 def _is_word(token: str) -> bool:
     return any(unicodedata.category(ch)[0] in "LN" for ch in token)
+
+
+# jieba cuts a text block by block, a block being a run of the characters its
+# default pattern matches (Han characters, Latin letters, digits and a few
+# signs); the words of a block do not depend on the text around it. Tickets
+# repeat their phrases a lot (most blocks of the ICT records occur more than
+# once), so the words of recent blocks are kept.
+BLOCK_CACHE_SIZE = 65_536
+_BLOCK = re.compile(r"([\u4E00-\u9FD5a-zA-Z0-9+#&\._%\-]+)")
+
+
+@functools.lru_cache(maxsize=BLOCK_CACHE_SIZE)
+def _block_words(block: str) -> tuple[str, ...]:
+    """The words jieba cuts one block into, without spaces and punctuation."""
+    words = []
+    for token in get_tokenizer().cut(block, HMM=True):
+        token = token.strip()
+        if token and _is_word(token):
+            words.append(token)
+    return tuple(words)
 
 
 def tokenize(text: str | None) -> list[str]:
@@ -113,16 +135,18 @@ def tokenize(text: str | None) -> list[str]:
     normalized = normalize_text(text)
     if not normalized:
         return []
-    tokenizer = get_tokenizer()
     tokens: list[str] = []
     for part in _SPLIT.split(normalized):
         if part in PLACEHOLDERS:
             tokens.append(part)
             continue
-        for token in tokenizer.cut(part, HMM=True):
-            token = token.strip()
-            if token and _is_word(token):
-                tokens.append(token)
+        for index, piece in enumerate(_BLOCK.split(part)):
+            if index % 2:
+                tokens.extend(_block_words(piece))
+            else:
+                # Between blocks jieba yields single characters; only letters
+                # and digits among them are words.
+                tokens.extend(ch for ch in piece if not ch.isspace() and _is_word(ch))
     return tokens
 
 

@@ -77,3 +77,42 @@ def test_time_features_period_of_month():
     )
     assert feeds["month_period"].ravel().tolist() == [0, 0, 1, 1, 2, 2, -1]
     assert feeds["hour"].ravel().tolist()[:1] == [8.0]
+
+
+def _jieba_on_whole_parts(text: str) -> list[str]:
+    """Tokens from jieba run on each whole part between placeholders, without the block cache."""
+    from features import text as module
+
+    normalized = module.normalize_text(text)
+    if not normalized:
+        return []
+    tokens = []
+    for part in module._SPLIT.split(normalized):
+        if part in module.PLACEHOLDERS:
+            tokens.append(part)
+            continue
+        for token in module.get_tokenizer().cut(part, HMM=True):
+            token = token.strip()
+            if token and module._is_word(token):
+                tokens.append(token)
+    return tokens
+
+
+def test_block_cache_gives_jieba_tokens(ict_path, ict_mapping):
+    from features.loading import load_tickets
+    from features.text import _block_words
+
+    tickets = load_tickets(ict_path, ict_mapping).tickets
+    texts = tickets["description"].fillna("").tolist() + tickets["closure_notes"].fillna("").tolist()
+    texts += [
+        "ＥＲＰ系统１２月３日１０：３０无法登录，错误码５００",
+        "系统又挂了😡🔥，用户全部无法访问🙏",
+        " \t\n　 ",
+        "Café naïve résumé ошибка сервера",
+        "ORA-12541: TNS:no listener @ 10.1.2.3, C++/C# 服务",
+    ]
+    _block_words.cache_clear()
+    for _ in range(2):  # cold, then warm cache
+        for text in texts:
+            assert tokenize(text) == _jieba_on_whole_parts(text), text
+    assert _block_words.cache_info().hits > 0
