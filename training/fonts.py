@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +18,9 @@ CJK_FAMILIES = (
     "SimHei",
 )
 
+# Parts of the file names of the fonts above.
+CJK_FILE_MARKS = ("cjk", "wqy", "sourcehan", "simhei")
+
 
 @lru_cache(maxsize=1)
 def use_cjk_font() -> str | None:
@@ -25,6 +29,16 @@ def use_cjk_font() -> str | None:
     from matplotlib import font_manager
 
     installed = {f.name for f in font_manager.fontManager.ttflist}
+    if not installed & set(CJK_FAMILIES):
+        # matplotlib caches its font list, so a font installed after the cache
+        # was written is missing from it until the font files are added.
+        for path in font_manager.findSystemFonts():
+            if any(mark in Path(path).name.lower() for mark in CJK_FILE_MARKS):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):
+                    continue
+        installed = {f.name for f in font_manager.fontManager.ttflist}
     for family in CJK_FAMILIES:
         if family in installed:
             matplotlib.rcParams["font.sans-serif"] = [family, "DejaVu Sans"]
