@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -85,6 +88,12 @@ def find_bundle(path: str | Path) -> Path:
     found = sorted(path.rglob(MANIFEST)) if path.is_dir() else []
     if not found:
         raise BundleError(f"no {MANIFEST} found in {path}; expected a model bundle folder")
+    if len(found) > 1:
+        listed = ", ".join(str(f.parent) for f in found[:5])
+        raise BundleError(
+            f"{path} holds {len(found)} bundles ({listed}); give the folder of one of them"
+        )
+    logger.info("using the bundle in %s", found[0].parent)
     return found[0].parent
 
 

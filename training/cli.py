@@ -159,6 +159,12 @@ def train_command(data, mapping, strict, model_name, eval_fraction, seed, jobs, 
             )
         else:
             click.echo(f"{name}: MAE {values['mae']:.3f} (baseline {values['baseline_mae']:.3f})")
+    for name in load.mapping.targets:
+        if name not in result.metrics:
+            click.echo(
+                f"{name}: skipped, too few labelled rows or a single label "
+                "(the log above says which)"
+            )
     version = f"version {result.version} ({', '.join(result.aliases)})" if result.version else "not registered"
     click.echo(f"run {result.run_id}; model {result.model_name} {version}")
 

@@ -106,3 +106,15 @@ def test_joined_intake_graph_matches_each_target_graph(demo_bundle, demo_csv):
     single = scorer.predict(tickets[:1], modes=("intake",))
     for name, values in single.items():
         np.testing.assert_allclose(values, joined[name][:1], atol=1e-6, err_msg=name)
+
+
+def test_folder_with_two_bundles_is_rejected(demo_bundle, tmp_path):
+    import shutil
+
+    from models.bundle import find_bundle
+
+    one = shutil.copytree(demo_bundle, tmp_path / "a" / "bundle")
+    assert find_bundle(tmp_path) == one
+    shutil.copytree(demo_bundle, tmp_path / "b" / "bundle")
+    with pytest.raises(BundleError, match="holds 2 bundles"):
+        find_bundle(tmp_path)
