@@ -9,6 +9,7 @@ files written beside it, and each table is also written as a CSV file.
 from __future__ import annotations
 
 import base64
+import html
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -165,6 +166,12 @@ def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
 
 
 def _markdown_cell(text: str) -> str:
+    """Make text safe for a Markdown table cell: no HTML, pipes or line breaks.
+
+    Markdown passes HTML through, so ticket text such as ``<script>`` is
+    written as entities and shows as typed wherever the report is pasted.
+    """
+    text = html.escape(text, quote=False)
     return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 

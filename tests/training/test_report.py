@@ -823,3 +823,12 @@ def test_report_renders_in_chromium(ict_report, tmp_path):
     assert images and all(width > 0 for width in images)
     outside = [url for url in requests if not url.startswith(("file:", "data:"))]
     assert outside == []
+
+
+def test_markdown_cells_show_html_as_text():
+    from training.report_render import _markdown_cell
+
+    cell = _markdown_cell("系统<script>alert(1)</script> a|b & c\n下一行")
+    assert "<script>" not in cell
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in cell
+    assert "a\\|b &amp; c 下一行" in cell
