@@ -246,7 +246,7 @@ def _join_columns(frame: pd.DataFrame, columns: list[str], nulls: frozenset[str]
 
 # A UTC offset after a clock time ("10:30+08:00", "10:30:00Z"). Times are read
 # as the local clock time of registration, as the API reads them, so the offset
-# is dropped rather than converted; a file may mix times with and without one.
+# is dropped rather than converted. A file may mix times with and without one.
 _UTC_OFFSET = re.compile(
     r"^(.*\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)$",
     re.IGNORECASE,

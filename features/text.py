@@ -110,18 +110,18 @@ def _is_word(token: str) -> bool:
     return any(unicodedata.category(ch)[0] in "LN" for ch in token)
 
 
-# jieba cuts a text block by block, a block being a run of the characters its
+# jieba cuts a text block by block. A block is a run of the characters its
 # default pattern matches (Han characters, Latin letters, digits and a few
-# signs); the words of a block do not depend on the text around it. Tickets
-# repeat their phrases a lot (most blocks of the ICT records occur more than
-# once), so the words of recent blocks are kept.
+# signs), and its words do not depend on the text around it. Tickets repeat
+# their phrases (most blocks of the ICT records occur more than once), so the
+# words of recent blocks are cached.
 BLOCK_CACHE_SIZE = 65_536
 _BLOCK = re.compile(r"([\u4E00-\u9FD5a-zA-Z0-9+#&\._%\-]+)")
 
 
 @functools.lru_cache(maxsize=BLOCK_CACHE_SIZE)
 def _block_words(block: str) -> tuple[str, ...]:
-    """The words jieba cuts one block into, without spaces and punctuation."""
+    """Return the words jieba cuts one block into, without spaces and punctuation."""
     words = []
     for token in get_tokenizer().cut(block, HMM=True):
         token = token.strip()

@@ -91,7 +91,7 @@ def find_bundle(path: str | Path) -> Path:
     if len(found) > 1:
         listed = ", ".join(str(f.parent) for f in found[:5])
         raise BundleError(
-            f"{path} holds {len(found)} bundles ({listed}); give the folder of one of them"
+            f"{path} contains {len(found)} bundles ({listed}); pass the folder of one of them"
         )
     logger.info("using the bundle in %s", found[0].parent)
     return found[0].parent

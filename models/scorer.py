@@ -40,7 +40,7 @@ RUN_ROWS = 64
 def merge_graphs(graphs: dict[str, onnx.ModelProto]) -> onnx.ModelProto:
     """Join target graphs that read the same inputs into one graph.
 
-    Each target's nodes, weights and outputs get the prefix ``<target>/``; the
+    Each target's nodes, weights and outputs get the prefix ``<target>/``. The
     inputs keep their names and are shared, so one onnxruntime call scores
     every target and converts the input strings once.
     """
@@ -71,8 +71,21 @@ def merge_graphs(graphs: dict[str, onnx.ModelProto]) -> onnx.ModelProto:
     return merged
 
 
+def run_in_parts(
+    session, feeds: dict[str, np.ndarray], fetch: list[str] | None = None
+) -> list[np.ndarray]:
+    """Run ``session`` on ``feeds`` in calls of at most :data:`RUN_ROWS` rows; join the outputs."""
+    names = [i.name for i in session.get_inputs()]
+    rows = len(next(iter(feeds.values())))
+    parts = [
+        session.run(fetch, {n: feeds[n][start : start + RUN_ROWS] for n in names})
+        for start in range(0, rows, RUN_ROWS)
+    ]
+    return [np.concatenate([part[k] for part in parts]) for k in range(len(parts[0]))]
+
+
 def has_words(token_string: str) -> bool:
-    """True when a vectoriser token string holds a token other than a placeholder."""
+    """Return True when a vectoriser token string contains a token other than a placeholder."""
     return any(t not in PLACEHOLDERS for t in token_string.split(" ")[1:])
 
 
@@ -120,26 +133,31 @@ class Scorer:
         }
         self.entries = {t.name: t for t in self.targets}
         self._intake = [t for t in self.targets if t.mode == "intake"]
-        self._intake_session = self._merged_session(options)
+        self._intake_session, self._merged_outputs = self._merged_session(options)
         # The similar-ticket index; None for bundles built without one.
         self.similar = load_index(self.folder, self.manifest)
 
     def _merged_session(self, options):
-        """One session for all intake targets, or None when there are fewer than two."""
+        """Build one session for all intake targets, with each target's output names.
+
+        Returns ``(None, {})`` when there are fewer than two intake targets.
+        """
         import onnx
         import onnxruntime as ort
 
         if len(self._intake) < 2:
-            return None
+            return None, {}
         graphs = {t.name: onnx.load(str(self.folder / t.file)) for t in self._intake}
-        self._merged_outputs = {
+        outputs = {
             name: [f"{name}/{o.name}" for o in graph.graph.output]
             for name, graph in graphs.items()
         }
-        merged = merge_graphs(graphs)
-        return ort.InferenceSession(
-            merged.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+        session = ort.InferenceSession(
+            merge_graphs(graphs).SerializeToString(),
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
         )
+        return session, outputs
 
     @property
     def name(self) -> str:
@@ -182,36 +200,19 @@ class Scorer:
         """Run every intake target on prepared intake feeds."""
         if self._intake_session is None:
             return {t.name: self._run(t, feeds) for t in self._intake}
-        session = self._intake_session
-        names = [i.name for i in session.get_inputs()]
         fetch = [o for t in self._intake for o in self._merged_outputs[t.name]]
-        rows = len(feeds[TOKENS])
-        parts = [
-            session.run(fetch, {n: feeds[n][start : start + RUN_ROWS] for n in names})
-            for start in range(0, rows, RUN_ROWS)
-        ]
+        outputs = run_in_parts(self._intake_session, feeds, fetch)
         results: dict[str, np.ndarray] = {}
         position = 0
         for entry in self._intake:
             count = len(self._merged_outputs[entry.name])
-            outputs = [
-                np.concatenate([part[position + k] for part in parts]) for k in range(count)
-            ]
+            results[entry.name] = self._outputs(entry, outputs[position : position + count])
             position += count
-            results[entry.name] = self._outputs(entry, outputs)
         return results
 
     def _run(self, entry: TargetEntry, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run one target's own graph, in calls of at most :data:`RUN_ROWS` rows."""
-        session = self.sessions[entry.name]
-        names = [i.name for i in session.get_inputs()]
-        rows = len(next(iter(feeds.values())))
-        parts = [
-            session.run(None, {n: feeds[n][start : start + RUN_ROWS] for n in names})
-            for start in range(0, rows, RUN_ROWS)
-        ]
-        outputs = [np.concatenate([part[k] for part in parts]) for k in range(len(parts[0]))]
-        return self._outputs(entry, outputs)
+        return self._outputs(entry, run_in_parts(self.sessions[entry.name], feeds))
 
     @staticmethod
     def _outputs(entry: TargetEntry, outputs: list[np.ndarray]) -> np.ndarray:
@@ -234,7 +235,7 @@ class Scorer:
         from .recommend import add_context, check_include
 
         include = check_include(include)
-        # Closure-mode models need the closure notes; an answer at intake has none.
+        # Closure-mode models read the closure notes, which a ticket at intake does not have.
         if not tickets:
             return []
         feeds = ticket_feeds(tickets, self.spec)

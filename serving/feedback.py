@@ -375,18 +375,18 @@ def _rate(category: str | None, total: int, accepted: int) -> dict[str, Any]:
     }
 
 
-# Keys of an answer that the taxonomy gives again from the codes beside them;
-# the scored-ticket log leaves them out to keep rows small and cheap to write.
+# Keys of a scoring response that the taxonomy derives from the codes beside
+# them. The scored-ticket log leaves them out, so rows stay small and cheap to write.
 TAXONOMY_TEXT_KEYS = frozenset({"name", "measures"})
 
 
 def compact_answer(answer: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy an answer without the taxonomy's names and measures.
+    """Copy a scoring response without the taxonomy's names and measures.
 
-    They are dropped from the answer's parts (``category``, each alternative and
-    root cause, ...), one level down, which is where the scorer puts them.
-    Deeper values are kept as they are; :func:`dump_json` writes what JSON
-    has no type for as text.
+    They are dropped one level down (from ``category``, each alternative and
+    each root cause), which is where the scorer puts them. Deeper values are
+    kept as they are, and :func:`dump_json` writes values JSON has no type
+    for as text.
     """
 
     def strip(part: Any) -> Any:
@@ -465,7 +465,7 @@ class ScoredTicketLog:
     def record(
         self, ticket: Mapping[str, Any], response: Mapping[str, Any], started: float
     ) -> None:
-        """Queue one answer; ``started`` is the ``time.perf_counter()`` at request start.
+        """Queue one scoring response; ``started`` is the ``time.perf_counter()`` at request start.
 
         The row is built on the writer thread, so the request pays only for the
         queueing. ``ticket`` and ``response`` must not change afterwards.

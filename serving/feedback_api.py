@@ -196,7 +196,7 @@ def record_scored(
 
 
 def out_of_range(field: str) -> dict[str, str]:
-    """The error of a time that falls outside the years 1 to 9999 once taken to UTC."""
+    """Build the error for a time outside the years 1 to 9999 once converted to UTC."""
     return {
         "field": field,
         "message": f"{field} is out of range once converted to UTC (years 1 to 9999); "

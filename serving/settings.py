@@ -101,7 +101,7 @@ class Settings(BaseSettings):
             keys = [part.strip() for part in value.split(",") if part.strip()]
             if value.strip() and not keys:
                 raise ValueError(
-                    "the key list is set but holds no key; give comma-separated keys "
+                    "the key list is set but contains no key; give comma-separated keys "
                     "or leave the variable unset"
                 )
             return keys

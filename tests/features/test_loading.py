@@ -146,7 +146,7 @@ HOURS_MAPPING = MAPPING.replace(
 )
 
 
-def test_times_with_and_without_offsets_read_as_clock_times(tmp_path):
+def test_mixed_offsets_read_as_clock_times(tmp_path):
     data, mapping = write(
         tmp_path,
         """

@@ -104,9 +104,9 @@ def test_tablespace_reasons_name_database_words(demo_scorer):
 def test_ict_reasons_are_written_words(ict_scorer, tablespace_tickets):
     """On the real records the reasons are words of the text, never masked values.
 
-    The ICT intake descriptions never say 表空间 and say 数据库 about as often
-    for human as for system faults, so which words weigh most is the model's
-    business; what may never appear is a date, a number or a placeholder.
+    The ICT intake descriptions never contain 表空间, and 数据库 occurs about as
+    often in human as in system faults, so the test does not fix which words
+    weigh most. It checks that no date, number or placeholder appears.
     """
     assert len(tablespace_tickets) >= 10
     text = "2017年3月12日10:30，" + TABLESPACE_TEXT + "，IP 10.1.2.3，单号 20170312001"

@@ -116,5 +116,5 @@ def test_folder_with_two_bundles_is_rejected(demo_bundle, tmp_path):
     one = shutil.copytree(demo_bundle, tmp_path / "a" / "bundle")
     assert find_bundle(tmp_path) == one
     shutil.copytree(demo_bundle, tmp_path / "b" / "bundle")
-    with pytest.raises(BundleError, match="holds 2 bundles"):
+    with pytest.raises(BundleError, match="contains 2 bundles"):
         find_bundle(tmp_path)

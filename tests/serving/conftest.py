@@ -233,7 +233,7 @@ def start_server(tmp_path):
 
 
 def check_same_scores(answer: dict, expected: dict) -> None:
-    """Assert two answers give the same category and escalation, to float32 rounding.
+    """Assert two scoring responses have the same category and escalation, to float32 rounding.
 
     onnxruntime sums tree outputs in float32, so a ticket scored in a batch
     can differ from the same ticket scored alone in the last digits.
@@ -250,5 +250,5 @@ def check_same_scores(answer: dict, expected: dict) -> None:
 
 @pytest.fixture
 def same_scores():
-    """The check of :func:`check_same_scores`, for tests that compare two answers."""
+    """Provide :func:`check_same_scores` to tests that compare two scoring responses."""
     return check_same_scores

@@ -222,5 +222,5 @@ def test_key_list_without_keys_is_an_error(monkeypatch):
     from serving.settings import Settings
 
     monkeypatch.setenv("TRIAGE_API_KEYS", " , ,")
-    with pytest.raises(ValidationError, match="holds no key"):
+    with pytest.raises(ValidationError, match="contains no key"):
         Settings()

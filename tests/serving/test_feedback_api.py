@@ -301,7 +301,7 @@ def test_scoring_logs_scored_ticket(client, db_url):
     assert row["title"] is None
 
 
-def test_logged_answer_keeps_codes_and_leaves_out_taxonomy_text(client, db_url):
+def test_logged_answer_drops_taxonomy_text(client, db_url):
     answer = client.post("/v1/score", json=TICKET).json()
 
     logged = scored_rows(client, db_url)[0]["answer"]

@@ -143,7 +143,7 @@ def test_cli_promote_reads_version_as_number(client, model, tracking_dir, spelli
 
 
 @pytest.mark.parametrize("version", ["x", "0", "-2"])
-def test_cli_promote_rejects_version_that_is_not_positive_number(model, tracking_dir, version):
+def test_cli_promote_rejects_bad_version(model, tracking_dir, version):
     uri = f"sqlite:///{tracking_dir / 'mlflow.db'}"
     result = CliRunner().invoke(
         main, ["promote", "--model-name", model, "--tracking-uri", uri, "--", version]
