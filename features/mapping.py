@@ -16,14 +16,19 @@ A mapping is a TOML or YAML file with these tables:
     ``min_count`` and ``rare_label`` (merge rare multiclass labels), ``ignore``
     (raw values that mean "unknown", left unlabelled). A regression target may
     name a time limit: ``limit_hours`` (fixed), or ``limits`` (hours per value
-    of the target named by ``limit_by``, for example per priority).
+    of the target named by ``limit_by``, for example per priority). An
+    optional ``model`` table holds the target's own fitting settings:
+    ``params`` (LightGBM parameters), ``features`` (feature pipeline options)
+    and ``class_weight`` (exponent of the balanced class weights, 0 for
+    unweighted). They override the defaults and any settings passed for all
+    targets, key by key.
 """
 
 from __future__ import annotations
 
 import tomllib
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +66,7 @@ class TargetSpec:
     limits: dict[str, float] | None = None
     limit_by: str | None = None
     ignore: frozenset[str] = frozenset()
+    model: dict[str, Any] = dataclass_field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +81,7 @@ class TargetSpec:
             "limits": self.limits,
             "limit_by": self.limit_by,
             "ignore": sorted(self.ignore),
+            "model": self.model,
         }
 
 
@@ -163,9 +170,59 @@ def _column_list(name: str, value: Any, source: str) -> list[str]:
     )
 
 
+TARGET_KEYS = (
+    "kind", "column", "field", "stage", "values", "empty", "min_count", "rare_label",
+    "limit_hours", "limits", "limit_by", "ignore", "model",
+)
+MODEL_KEYS = ("params", "features", "class_weight")
+
+
+def _parse_model_settings(name: str, kind: str, spec: Any, source: str) -> dict[str, Any]:
+    """Validate a target's ``model`` table and return its settings (``char_ngrams`` as a tuple)."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        raise MappingError(f"mapping {source}: target {name!r} `model` must be a table")
+    unknown = sorted(set(spec) - set(MODEL_KEYS))
+    if unknown:
+        raise MappingError(
+            f"mapping {source}: target {name!r} `model` has unknown keys {unknown}; "
+            f"expected {', '.join(MODEL_KEYS)}"
+        )
+    settings: dict[str, Any] = {}
+    for key in ("params", "features"):
+        if key in spec:
+            if not isinstance(spec[key], dict):
+                raise MappingError(
+                    f"mapping {source}: target {name!r} `model.{key}` must be a table"
+                )
+            settings[key] = dict(spec[key])
+    if settings.get("features", {}).get("char_ngrams") is not None:
+        settings["features"]["char_ngrams"] = tuple(settings["features"]["char_ngrams"])
+    if "class_weight" in spec:
+        weight = spec["class_weight"]
+        if kind == "regression":
+            raise MappingError(
+                f"mapping {source}: regression target {name!r} takes no `model.class_weight`"
+            )
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise MappingError(
+                f"mapping {source}: target {name!r} `model.class_weight` must be a number "
+                f">= 0 (0 fits unweighted), got {weight!r}"
+            )
+        settings["class_weight"] = float(weight)
+    return settings
+
+
 def _parse_target(name: str, spec: Any, source: str) -> TargetSpec:
     if not isinstance(spec, dict):
         raise MappingError(f"mapping {source}: target {name!r} must be a table")
+    stray = sorted(set(spec) - set(TARGET_KEYS))
+    if stray:
+        raise MappingError(
+            f"mapping {source}: target {name!r} has unknown keys {stray}; a target has "
+            f"{', '.join(TARGET_KEYS)}"
+        )
     kind = spec.get("kind")
     if kind not in TARGET_KINDS:
         raise MappingError(
@@ -232,6 +289,7 @@ def _parse_target(name: str, spec: Any, source: str) -> TargetSpec:
         limits=limits,
         limit_by=limit_by,
         ignore=frozenset(fold(str(v)) for v in ignore),
+        model=_parse_model_settings(name, kind, spec.get("model"), source),
     )
 
 

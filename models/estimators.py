@@ -33,6 +33,19 @@ DEFAULT_PARAMS: dict[str, Any] = {
 # Exponent of the "balanced" class weights n / (k * count): 1 is fully
 # balanced, 0 is unweighted.
 DEFAULT_CLASS_WEIGHT = 1.0
+# Regressions are fitted on log1p of the target. The L1 objective estimates
+# the conditional median there, which is also the median in the target's units
+# and so the value with the lowest absolute error. ``params`` may replace it.
+REGRESSION_OBJECTIVE = "regression_l1"
+# Regression settings on top of DEFAULT_PARAMS. Under the L1 objective a tree
+# moves each leaf by the learning rate times the leaf's median residual, so
+# 100 trees at 0.025 stop far short of the conditional median. The number of
+# trees is chosen per fit by :func:`select_rounds` unless ``params`` fixes it.
+REGRESSION_PARAMS: dict[str, Any] = {"learning_rate": 0.1}
+ROUND_CANDIDATES = (100, 200, 300, 400, 600, 800, 1000, 1500)
+ROUND_SELECTION_FOLDS = 3
+# Fewer training rows than this: no inner folds, the smallest candidate is used.
+ROUND_SELECTION_MIN_ROWS = 30
 # Smallest probability taken into the logarithm of temperature scaling.
 PROBABILITY_FLOOR = 1e-12
 
@@ -92,6 +105,67 @@ def class_weights(y, power: float = DEFAULT_CLASS_WEIGHT) -> dict[Any, float]:
     return {label: float((n / (k * count)) ** power) for label, count in counts.items()}
 
 
+def target_fit_options(
+    settings: dict[str, Any] | None,
+    params: dict | None = None,
+    feature_options: dict | None = None,
+    class_weight: float | None = DEFAULT_CLASS_WEIGHT,
+) -> dict[str, Any]:
+    """Merge a target's own ``model`` settings (see :mod:`features.mapping`) over shared ones.
+
+    Returns the ``params``, ``feature_options`` and ``class_weight`` keyword
+    arguments of :func:`fit_target`. The target's parameters and feature
+    options replace the shared ones key by key, and its class weight replaces
+    the shared exponent.
+    """
+    settings = settings or {}
+    return {
+        "params": {**(params or {}), **settings.get("params", {})} or None,
+        "feature_options": {**(feature_options or {}), **settings.get("features", {})}
+        or None,
+        "class_weight": settings.get("class_weight", class_weight),
+    }
+
+
+def select_rounds(
+    frame,
+    y_log: np.ndarray,
+    spec: FeatureSpec,
+    seed: int,
+    n_jobs: int,
+    params: dict,
+    feature_options: dict | None,
+    candidates: tuple[int, ...] = ROUND_CANDIDATES,
+) -> int:
+    """Choose the number of trees of a regression by K-fold CV on its own training rows.
+
+    ``y_log`` is log1p of the target. Each inner fold fits the feature
+    pipeline and ``max(candidates)`` trees, and scores every candidate count on
+    its held-out rows by the absolute error in the target's units. The count
+    with the lowest mean error wins. Only the training rows are read, so an
+    outer cross-validation of the whole fit stays honest.
+    """
+    if len(y_log) < ROUND_SELECTION_MIN_ROWS:
+        return min(candidates)
+    from sklearn.model_selection import KFold
+
+    splitter = KFold(n_splits=ROUND_SELECTION_FOLDS, shuffle=True, random_state=seed)
+    errors = np.zeros(len(candidates))
+    for fit_rows, held_rows in splitter.split(y_log):
+        features = build_feature_pipeline(frame.iloc[fit_rows], spec, **(feature_options or {}))
+        fit_matrix = features.fit_transform(frame.iloc[fit_rows])
+        held_matrix = features.transform(frame.iloc[held_rows])
+        estimator = build_estimator(
+            "regression", 0, seed, n_jobs, {**params, "n_estimators": max(candidates)}
+        )
+        estimator.fit(fit_matrix, y_log[fit_rows])
+        truth = np.expm1(y_log[held_rows])
+        for index, rounds in enumerate(candidates):
+            predicted = np.expm1(estimator.predict(held_matrix, num_iteration=rounds))
+            errors[index] += np.abs(predicted - truth).sum()
+    return int(candidates[int(np.argmin(errors))])
+
+
 def build_estimator(
     kind: str, n_classes: int, seed: int, n_jobs: int, params: dict | None
 ):
@@ -103,7 +177,8 @@ def build_estimator(
     }
     if kind == "regression":
         options.pop("class_weight", None)
-        return LGBMRegressor(objective="regression_l1", **options)
+        objective = options.pop("objective", REGRESSION_OBJECTIVE)
+        return LGBMRegressor(objective=objective, **options)
     if kind == "binary" or n_classes == 2:
         return LGBMClassifier(objective="binary", **options)
     return LGBMClassifier(objective="multiclass", **options)
@@ -124,7 +199,10 @@ def fit_target(
     """Fit the feature pipeline and a LightGBM model for one target.
 
     ``class_weight`` is the exponent of the balanced class weights (see
-    :func:`class_weights`) for classifiers; None fits unweighted.
+    :func:`class_weights`) for classifiers; None or 0 fits unweighted. A
+    regression takes :data:`REGRESSION_PARAMS` under ``params``, and unless
+    ``params`` sets ``n_estimators`` its tree count comes from
+    :func:`select_rounds` on these rows.
     """
     features = build_feature_pipeline(frame, spec, **(feature_options or {}))
     y = np.asarray(y)
@@ -141,7 +219,13 @@ def fit_target(
                 f"target {name} has a single label {y[0]!r} in the training rows; "
                 "a classifier needs at least two"
             )
-    if kind != "regression" and class_weight:
+    if kind == "regression":
+        params = {**REGRESSION_PARAMS, **(params or {})}
+        if "n_estimators" not in params:
+            params["n_estimators"] = select_rounds(
+                frame, y, spec, seed, n_jobs, params, feature_options
+            )
+    elif class_weight:
         params = {**(params or {}), "class_weight": class_weights(y, class_weight)}
     estimator = build_estimator(kind, n_classes, seed, n_jobs, params)
     pipeline = Pipeline([("features", features), ("model", estimator)])
@@ -156,9 +240,14 @@ __all__ = [
     "DEFAULT_CLASS_WEIGHT",
     "DEFAULT_PARAMS",
     "PROBABILITY_FLOOR",
+    "REGRESSION_OBJECTIVE",
+    "REGRESSION_PARAMS",
+    "ROUND_CANDIDATES",
     "TargetModel",
     "apply_class_temperatures",
     "build_estimator",
     "class_weights",
     "fit_target",
+    "select_rounds",
+    "target_fit_options",
 ]

@@ -57,7 +57,7 @@ from models.calibration import (
     label_index,
     reliability_from_confidence,
 )
-from models.estimators import DEFAULT_CLASS_WEIGHT, DEFAULT_PARAMS
+from models.estimators import DEFAULT_CLASS_WEIGHT, DEFAULT_PARAMS, target_fit_options
 from models.thresholds import REPORTED_PRECISIONS, answered_mask, class_thresholds
 
 from .train import _labelled, intake_spec, target_labels, tokenize_texts
@@ -80,7 +80,11 @@ LOGISTIC_OPTIONS = {"C": 1.0, "max_iter": 2000}
 
 @dataclass
 class Variant:
-    """The model settings being evaluated: LightGBM parameters, features, class weights."""
+    """The model settings being evaluated: LightGBM parameters, features, class weights.
+
+    They apply to every target, except where a target's ``model`` table in the
+    mapping sets a key of its own (see :func:`models.estimators.target_fit_options`).
+    """
 
     params: dict[str, Any] = field(default_factory=dict)
     features: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +107,12 @@ class Variant:
             params=dict(data.get("params", {})),
             features=features,
             class_weight=data.get("class_weight", DEFAULT_CLASS_WEIGHT),
+        )
+
+    def fit_options(self, target: TargetSpec) -> dict[str, Any]:
+        """Keyword arguments of ``fit_target`` for ``target``: its mapping settings win."""
+        return target_fit_options(
+            target.model, self.params, self.features, self.class_weight
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -364,9 +374,7 @@ def model_part(
         spec,
         seed=seed,
         n_jobs=n_jobs,
-        params=variant.params,
-        feature_options=variant.features,
-        class_weight=variant.class_weight,
+        **variant.fit_options(target),
     )
     raw = model.predict_raw(frame.iloc[fold.test])
     calibrated = model.predict_scores(frame.iloc[fold.test])
@@ -436,8 +444,7 @@ def _fold_regression(
         spec,
         seed=seed,
         n_jobs=n_jobs,
-        params=variant.params,
-        feature_options=variant.features,
+        **variant.fit_options(target),
     )
     tokens = frame[TOKENS].to_numpy(dtype=object)
     truth = values[fold.test]
@@ -920,10 +927,15 @@ def _target_lines(evaluation: TargetEvaluation) -> list[str]:
         )
         lines.append(f"  {system:<10}{cells}")
     if evaluation.kind == "regression":
+        baseline = evaluation.figure(MAJORITY, "mae")
+        change = evaluation.figure(MODEL, "mae") / baseline - 1 if baseline else float("nan")
+        lines.append(f"  model vs majority MAE: {change:+.1%}")
         return lines
     model = evaluation.figures[MODEL]
     gain = model["macro_f1"] - evaluation.figure(TFIDF_LR, "macro_f1")
     lines.append(f"  model vs tfidf_lr macro-F1: {gain:+.3f}")
+    top3_gain = model["top3_accuracy"] - evaluation.figure(MAJORITY, "top3_accuracy")
+    lines.append(f"  model vs majority top-3: {top3_gain:+.3f}")
     lines.append(
         f"  ECE before calibration {model.get('ece_uncalibrated', float('nan')):.3f}, "
         f"after {model['ece']:.3f}; a perfectly calibrated model would show "

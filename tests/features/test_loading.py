@@ -197,3 +197,74 @@ def test_mapping_rejects_category_code_not_in_taxonomy(tmp_path):
     path.write_text(MAPPING.replace('= "human"', '= "humn"'), encoding="utf-8")
     with pytest.raises(MappingError, match=r"\['humn'\], which are not category codes"):
         load_mapping(path)
+
+
+def test_mapping_rejects_misspelt_target_key(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(MAPPING.replace('empty = "other"', 'emtpy = "other"'), encoding="utf-8")
+    with pytest.raises(MappingError, match=r"target 'category' has unknown keys \['emtpy'\]"):
+        load_mapping(path)
+
+
+MODEL_TABLE = """
+    [targets.category.model]
+    class_weight = 0
+    params = {n_estimators = 50}
+    features = {char_ngrams = [1, 2]}
+    """
+
+
+def test_mapping_reads_target_model_settings(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(MAPPING + textwrap.dedent(MODEL_TABLE), encoding="utf-8")
+    model = load_mapping(path).targets["category"].model
+    assert model["class_weight"] == 0.0
+    assert model["params"] == {"n_estimators": 50}
+    assert model["features"] == {"char_ngrams": (1, 2)}
+
+
+def test_mapping_without_model_table_has_no_settings(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(MAPPING, encoding="utf-8")
+    assert load_mapping(path).targets["category"].model == {}
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ("class_wieght = 0", r"`model` has unknown keys \['class_wieght'\]"),
+        ("class_weight = -1", r"must be a number >= 0"),
+        ("class_weight = true", r"must be a number >= 0"),
+        ('params = "fast"', r"`model.params` must be a table"),
+    ],
+)
+def test_mapping_rejects_bad_model_settings(tmp_path, table, message):
+    path = tmp_path / "m.toml"
+    text = MAPPING + f"\n[targets.category.model]\n{table}\n"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(MappingError, match=message):
+        load_mapping(path)
+
+
+def test_mapping_rejects_class_weight_of_regression(tmp_path):
+    path = tmp_path / "m.toml"
+    text = MAPPING + textwrap.dedent(
+        """
+        [targets.hours]
+        kind = "regression"
+        column = "时长"
+        [targets.hours.model]
+        class_weight = 0
+        """
+    )
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(MappingError, match="regression target 'hours' takes no"):
+        load_mapping(path)
+
+
+def test_ict_mapping_fits_routing_unweighted():
+    from features.mapping import MAPPINGS_DIR
+
+    targets = load_mapping(MAPPINGS_DIR / "ict.toml").targets
+    assert targets["handling_group"].model == {"class_weight": 0.0}
+    assert targets["root_cause"].model == {}

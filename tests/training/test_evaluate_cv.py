@@ -196,6 +196,8 @@ def test_report_prints_every_system(evaluation):
     for system in (MODEL, TFIDF_LR, MAJORITY):
         assert f"  {system}" in text
     assert "model vs tfidf_lr macro-F1" in text
+    assert "model vs majority top-3: " in text
+    assert "model vs majority MAE: " in text
     assert "a perfectly calibrated model would show" in text
     assert "answered without review" in text
     assert "ROC-AUC" in text
@@ -238,6 +240,44 @@ def test_variant_file_rejects_unknown_keys(tmp_path):
     path.write_text('{"params": {}, "trees": 3}', encoding="utf-8")
     with pytest.raises(ValueError, match=r"unknown keys \['trees'\]"):
         Variant.from_file(path)
+
+
+def test_target_model_settings_reach_the_fit(small_csv, monkeypatch):
+    """A target's ``model`` table in the mapping wins over the evaluated variant."""
+    from dataclasses import replace
+
+    from features.loading import load_tickets
+    from training import evaluate_cv
+
+    load = load_tickets(small_csv, None)
+    category = replace(
+        load.mapping.targets["category"],
+        model={"class_weight": 0.0, "params": {"num_leaves": 4}},
+    )
+    load.mapping.targets["category"] = category
+    seen = []
+    real_fit = evaluate_cv.fit_calibrated
+
+    def recording_fit(*args, **kwargs):
+        seen.append(kwargs)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_cv, "fit_calibrated", recording_fit)
+    evaluate(
+        small_csv,
+        None,
+        folds=2,
+        repeats=1,
+        targets=["category"],
+        variant=Variant(params={"n_estimators": 10, "num_leaves": 16}, class_weight=1.0),
+        load=load,
+        log_to_mlflow=False,
+        progress=False,
+    )
+    assert len(seen) == 2
+    for options in seen:
+        assert options["class_weight"] == 0.0
+        assert options["params"] == {"n_estimators": 10, "num_leaves": 4}
 
 
 def test_evaluate_command_prints_table(small_csv, tracking_dir, tmp_path):
