@@ -7,7 +7,9 @@ fitted model and its ONNX export.
 
 from __future__ import annotations
 
+import numbers
 from collections import Counter
+from typing import Any
 
 import numpy as np
 from sklearn.compose import ColumnTransformer
@@ -28,6 +30,8 @@ TOKEN_PATTERN = r"\S+"
 # words instead of with analyzer="char".
 CHARACTER_PATTERN = r"[^\x00-\x7f]"
 CHARACTERS = "characters"
+# Metadata values seen fewer times than this in training share the rare bucket.
+MIN_CATEGORY_COUNT = 4
 
 
 def most_frequent(terms: list[str], counts: np.ndarray, limit: int) -> np.ndarray:
@@ -81,7 +85,7 @@ def build_feature_pipeline(
     max_features: int = 5000,
     min_df: int = 3,
     ngram_max: int = 3,
-    min_category_count: int = 4,
+    min_category_count: int = MIN_CATEGORY_COUNT,
     char_ngrams: tuple[int, int] | None = None,
     char_max_features: int = 2000,
 ) -> ColumnTransformer:
@@ -138,12 +142,102 @@ def build_feature_pipeline(
     return ColumnTransformer(transformers, sparse_threshold=1.0)
 
 
+
+# Vocabulary from counts ------------------------------------------------------------
+#
+# A feature pipeline can be fitted from counts taken over parts of the rows.
+# Each part is counted where it lives (a Dask worker, a forked process). The
+# counts are summed, and the sums fix the vocabularies and categories, so the
+# result equals a fit on all the rows at once.
+
+
+def count_terms(rows, template: ColumnTransformer) -> dict[str, Any]:
+    """Document and term frequencies per text vectoriser, value counts per encoder.
+
+    ``template`` is an unfitted :func:`build_feature_pipeline` result; ``rows``
+    are feature-frame rows.
+    """
+    counts: dict[str, Any] = {}
+    for name, transformer, columns in template.transformers:
+        if isinstance(transformer, CountVectorizer):
+            analyse = transformer.build_analyzer()
+            documents, terms = Counter(), Counter()
+            for text in rows[columns].tolist():
+                found = analyse(text)
+                terms.update(found)
+                documents.update(set(found))
+            counts[name] = (documents, terms)
+        elif isinstance(transformer, OneHotEncoder):
+            column = columns[0] if isinstance(columns, list) else columns
+            counts[name] = Counter(rows[column].tolist())
+    return counts
+
+
+def select_vocabulary(documents: Counter, terms: Counter, n_documents: int, vectorizer) -> dict:
+    """Apply a CountVectorizer's ``min_df``, ``max_df`` and ``max_features`` to summed counts.
+
+    Terms are ranked by total count (document count when ``binary``), and a
+    tie is broken as :class:`WordVectorizer` breaks it, so a fit from counts
+    keeps the vocabulary of a fit on all rows.
+    """
+
+    def bound(value, default):
+        if value is None:
+            return default
+        return value if isinstance(value, numbers.Integral) else value * n_documents
+
+    low = bound(vectorizer.min_df, 1)
+    high = bound(vectorizer.max_df, n_documents)
+    kept = sorted(t for t, n in documents.items() if low <= n <= high)
+    limit = vectorizer.max_features
+    if limit is not None and len(kept) > limit:
+        ranking = documents if vectorizer.binary else terms
+        totals = np.array([ranking[t] for t in kept])
+        kept = [kept[i] for i in most_frequent(kept, totals, limit)]
+    return {term: index for index, term in enumerate(kept)}
+
+
+def fit_from_counts(
+    template: ColumnTransformer,
+    parts: list[dict[str, Any]],
+    n_documents: int,
+    sample,
+    min_category_count: int = MIN_CATEGORY_COUNT,
+) -> ColumnTransformer:
+    """Fit ``template`` from the :func:`count_terms` of parts covering ``n_documents`` rows.
+
+    The summed counts fix the vectorisers' vocabularies and the encoders'
+    categories. ``sample`` (a few of the rows) then fits the rest of the
+    pipeline, which does not depend on the rows once those are fixed.
+    """
+    for name, transformer, _ in template.transformers:
+        if isinstance(transformer, CountVectorizer):
+            documents, terms = Counter(), Counter()
+            for counts in parts:
+                documents.update(counts[name][0])
+                terms.update(counts[name][1])
+            transformer.set_params(vocabulary=select_vocabulary(documents, terms, n_documents, transformer))
+        elif isinstance(transformer, OneHotEncoder):
+            values = Counter()
+            for counts in parts:
+                values.update(counts[name])
+            kept = sorted(v for v, n in values.items() if n >= min_category_count)
+            if MISSING not in kept:
+                kept.append(MISSING)
+            transformer.set_params(categories=[kept])
+    return template.fit(sample)
+
+
 __all__ = [
     "CHARACTERS",
     "CHARACTER_PATTERN",
+    "MIN_CATEGORY_COUNT",
     "TOKEN_PATTERN",
     "WordVectorizer",
     "build_feature_pipeline",
+    "count_terms",
+    "fit_from_counts",
     "frequent_categories",
     "most_frequent",
+    "select_vocabulary",
 ]

@@ -159,11 +159,37 @@ def token_string(text: str | None) -> str:
     return " ".join([DOC_TOKEN, *tokens])
 
 
+# Characters next to a line break that a date or time mask can join across it
+# (digits, and the signs of the <date> and <time> patterns).
+_JOINING = frozenset("-/.:：年月日号时点分秒")
+
+
+def _joins(character: str) -> bool:
+    return any(c.isdigit() or c in _JOINING for c in unicodedata.normalize("NFKC", character))
+
+
+def appended_token_string(first_text: str, first_tokens: str, second_text: str, second_tokens: str) -> str | None:
+    """Return the token string of ``first_text + "\n" + second_text`` from the parts' token strings.
+
+    Tokens never span a line break: whitespace ends every jieba block, and only
+    the date and time masks match across whitespace. Those can join the two
+    texts when both characters around the break are digits or date and time
+    signs, and then None is returned so that the caller tokenises the joined
+    text.
+    """
+    last, first = first_text.rstrip()[-1:], second_text.lstrip()[:1]
+    if last and first and _joins(last) and _joins(first):
+        return None
+    tail = second_tokens[len(DOC_TOKEN) :]
+    return first_tokens + tail
+
+
 __all__ = [
     "DOC_TOKEN",
     "DOMAIN_DICTIONARY",
     "PLACEHOLDERS",
     "UNSCORED_PLACEHOLDERS",
+    "appended_token_string",
     "get_tokenizer",
     "normalize_text",
     "token_string",

@@ -32,6 +32,7 @@ from features.inputs import FeatureSpec
 
 from .estimators import (
     PROBABILITY_FLOOR,
+    FittedFeatures,
     TargetModel,
     apply_class_temperatures,
     fit_target,
@@ -277,6 +278,8 @@ def fit_calibrated(
     precision: float = DEFAULT_PRECISION,
     cross_fit: bool | None = None,
     seed: int = 0,
+    features: FittedFeatures | None = None,
+    refit: bool = True,
     **fit_options,
 ) -> tuple[TargetModel, Calibration | None]:
     """Fit a classifier on all rows, with temperatures and thresholds from held-out predictions.
@@ -291,12 +294,21 @@ def fit_calibrated(
     carry over to a model fitted on more rows is what the cross-validated ECE
     of ``training.evaluate_cv`` measures. Regressions are fitted once, without
     calibration. ``fit_options`` go to :func:`models.estimators.fit_target`.
+
+    ``features`` (one matrix row per row of ``frame``) skips the feature
+    pipeline's fits. With ``refit=False`` the returned model is the one fitted
+    without the held-out rows, which halves the cost on a large export. It
+    needs the held-out split, so cross-fitting is not used.
     """
     y = np.asarray(y)
     if kind == "regression":
-        return fit_target(name, kind, frame, y, spec, seed=seed, **fit_options), None
+        return fit_target(name, kind, frame, y, spec, seed=seed, features=features, **fit_options), None
     if cross_fit is None:
-        cross_fit = 2 * CROSS_FIT_FOLDS <= len(y) < CROSS_FIT_ROWS
+        cross_fit = refit and 2 * CROSS_FIT_FOLDS <= len(y) < CROSS_FIT_ROWS
+    if cross_fit and (features is not None or not refit):
+        raise ValueError(
+            "cross-fitting fits the feature pipeline per fold: pass refit=True and no features"
+        )
     if cross_fit:
         held_rows, probabilities, truth = _cross_fitted(
             name, kind, frame, y, spec, seed, fit_options
@@ -310,11 +322,16 @@ def fit_calibrated(
             y[fit_rows],
             spec,
             seed=seed,
+            features=features.take(fit_rows) if features is not None else None,
             **fit_options,
         )
-        probabilities = first.predict_raw(frame.iloc[held_rows])
+        held = features.matrix[held_rows] if features is not None else None
+        probabilities = first.predict_raw(frame.iloc[held_rows], held)
         truth = label_index(y[held_rows], first.labels)
-    model = fit_target(name, kind, frame, y, spec, seed=seed, **fit_options)
+    if refit:
+        model = fit_target(name, kind, frame, y, spec, seed=seed, features=features, **fit_options)
+    else:
+        model = first
     temperatures, shared = fit_class_temperatures(probabilities, truth)
     calibrated = apply_class_temperatures(probabilities, temperatures)
     thresholds = class_thresholds(calibrated, truth, model.labels, precision)

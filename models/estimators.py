@@ -83,19 +83,41 @@ class TargetModel:
     temperatures: list[float] | None = None
     class_thresholds: dict[str, float] = field(default_factory=dict)
 
-    def predict_raw(self, frame) -> np.ndarray:
-        """The pipeline's own probabilities (classifiers) or predictions in target units."""
-        if self.kind == "regression":
-            raw = self.pipeline.predict(frame)
-            return np.expm1(raw) if self.transform == "log1p" else raw
-        return self.pipeline.predict_proba(frame)
+    def predict_raw(self, frame, matrix=None) -> np.ndarray:
+        """The pipeline's own probabilities (classifiers) or predictions in target units.
 
-    def predict_scores(self, frame) -> np.ndarray:
+        ``matrix`` holds ``frame``'s rows already through the feature pipeline
+        (see :class:`FittedFeatures`); then only the estimator runs.
+        """
+        step = self.pipeline if matrix is None else self.pipeline[-1]
+        inputs = frame if matrix is None else matrix
+        if self.kind == "regression":
+            raw = step.predict(inputs)
+            return np.expm1(raw) if self.transform == "log1p" else raw
+        return step.predict_proba(inputs)
+
+    def predict_scores(self, frame, matrix=None) -> np.ndarray:
         """What the exported graph returns: calibrated probabilities, or regression values."""
-        scores = self.predict_raw(frame)
+        scores = self.predict_raw(frame, matrix)
         if self.kind == "regression" or self.temperatures is None:
             return scores
         return apply_class_temperatures(scores, self.temperatures)
+
+
+@dataclass
+class FittedFeatures:
+    """A fitted feature pipeline and its output rows, shared by the targets of a large export.
+
+    Fitting the vectorisers once and slicing one sparse matrix costs far less
+    than a pipeline fit per target when the export holds many tickets.
+    """
+
+    transformer: Any
+    matrix: Any
+
+    def take(self, rows) -> FittedFeatures:
+        """The same pipeline with the matrix rows ``rows`` (positions or a boolean mask)."""
+        return FittedFeatures(self.transformer, self.matrix[rows])
 
 
 def class_weights(y, power: float = DEFAULT_CLASS_WEIGHT) -> dict[Any, float]:
@@ -195,6 +217,7 @@ def fit_target(
     params: dict | None = None,
     feature_options: dict | None = None,
     class_weight: float | None = None,
+    features: FittedFeatures | None = None,
 ) -> TargetModel:
     """Fit the feature pipeline and a LightGBM model for one target.
 
@@ -202,9 +225,14 @@ def fit_target(
     :func:`class_weights`) for classifiers; None or 0 fits unweighted. A
     regression takes :data:`REGRESSION_PARAMS` under ``params``, and unless
     ``params`` sets ``n_estimators`` its tree count comes from
-    :func:`select_rounds` on these rows.
+    :func:`select_rounds` on these rows. With
+    ``features`` (one matrix row per row of ``frame``) the pipeline's features
+    are that fitted transformer and only LightGBM is fitted.
     """
-    features = build_feature_pipeline(frame, spec, **(feature_options or {}))
+    if features is not None and features.matrix.shape[0] != len(frame):
+        raise ValueError(
+            f"the feature matrix has {features.matrix.shape[0]} rows for {len(frame)} tickets"
+        )
     y = np.asarray(y)
     transform = None
     if kind == "regression":
@@ -228,8 +256,14 @@ def fit_target(
     elif class_weight:
         params = {**(params or {}), "class_weight": class_weights(y, class_weight)}
     estimator = build_estimator(kind, n_classes, seed, n_jobs, params)
-    pipeline = Pipeline([("features", features), ("model", estimator)])
-    pipeline.fit(frame, y)
+    if features is None:
+        pipeline = Pipeline(
+            [("features", build_feature_pipeline(frame, spec, **(feature_options or {}))), ("model", estimator)]
+        )
+        pipeline.fit(frame, y)
+    else:
+        estimator.fit(features.matrix, y)
+        pipeline = Pipeline([("features", features.transformer), ("model", estimator)])
     labels = [] if kind == "regression" else list(pipeline.classes_)
     return TargetModel(
         name=name, kind=kind, pipeline=pipeline, labels=labels, transform=transform
@@ -243,6 +277,7 @@ __all__ = [
     "REGRESSION_OBJECTIVE",
     "REGRESSION_PARAMS",
     "ROUND_CANDIDATES",
+    "FittedFeatures",
     "TargetModel",
     "apply_class_temperatures",
     "build_estimator",

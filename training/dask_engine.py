@@ -22,9 +22,7 @@ check run per partition on the workers.
 
 from __future__ import annotations
 
-import inspect
 import logging
-import numbers
 import tempfile
 import threading
 from collections import Counter
@@ -34,9 +32,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.inputs import MISSING, FeatureSpec, feature_frame, ticket_text
+from features.inputs import FeatureSpec, feature_frame, ticket_text
 from features.loading import DEFAULT_CHUNK_ROWS, LoadResult, iter_tickets
 from features.mapping import Mapping, TargetSpec
+from features.pipeline import (
+    build_feature_pipeline,
+    count_terms,
+    fit_from_counts,
+    select_vocabulary,
+)
 from features.schema import TEXT_FIELDS
 from features.text import token_string
 
@@ -153,24 +157,7 @@ def _features_on_worker(tickets: pd.DataFrame, spec: FeatureSpec) -> pd.DataFram
 
 def _count_on_worker(frame: pd.DataFrame, mask: np.ndarray, template) -> tuple[dict, int]:
     """Document and term frequencies per text vectoriser, value counts per encoder."""
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.preprocessing import OneHotEncoder
-
-    rows = frame[mask]
-    counts: dict[str, Any] = {}
-    for name, transformer, columns in template.transformers:
-        if isinstance(transformer, CountVectorizer):
-            analyse = transformer.build_analyzer()
-            documents, terms = Counter(), Counter()
-            for text in rows[columns].tolist():
-                found = analyse(text)
-                terms.update(found)
-                documents.update(set(found))
-            counts[name] = (documents, terms)
-        elif isinstance(transformer, OneHotEncoder):
-            column = columns[0] if isinstance(columns, list) else columns
-            counts[name] = Counter(rows[column].tolist())
-    return counts, int(mask.sum())
+    return count_terms(frame[mask], template), int(mask.sum())
 
 
 def _transform_on_worker(frame: pd.DataFrame, mask: np.ndarray, features):
@@ -191,31 +178,6 @@ def _evaluate_on_worker(frame, mask, ids, model, graph_bytes):
     scores = model.predict_scores(rows)
     report = check_parity_in_batches(model, onnx.load_from_string(graph_bytes), rows, list(ids))
     return scores, report
-
-
-def select_vocabulary(documents: Counter, terms: Counter, n_documents: int, vectorizer) -> dict:
-    """Apply a CountVectorizer's ``min_df``, ``max_df`` and ``max_features`` to summed counts.
-
-    Terms are ranked by total count (document count when ``binary``), and a
-    tie is broken as :class:`features.pipeline.WordVectorizer` breaks it, so
-    both engines keep the same vocabulary from the same counts.
-    """
-    from features.pipeline import most_frequent
-
-    def bound(value, default):
-        if value is None:
-            return default
-        return value if isinstance(value, numbers.Integral) else value * n_documents
-
-    low = bound(vectorizer.min_df, 1)
-    high = bound(vectorizer.max_df, n_documents)
-    kept = sorted(t for t, n in documents.items() if low <= n <= high)
-    limit = vectorizer.max_features
-    if limit is not None and len(kept) > limit:
-        ranking = documents if vectorizer.binary else terms
-        totals = np.array([ranking[t] for t in kept])
-        kept = [kept[i] for i in most_frequent(kept, totals, limit)]
-    return {term: index for index, term in enumerate(kept)}
 
 
 def prepare_labels(name: str, kind: str, y: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -330,40 +292,16 @@ class DaskTraining:
             for frame, owner, *args in zip(self.frames, self.owners, *per_partition)
         ]
 
-    def fit_features(self, spec: FeatureSpec, train: np.ndarray):
+    def fit_features(self, spec: FeatureSpec, train: np.ndarray, options: dict | None = None):
         """Fit the feature pipeline on the training rows with cluster-wide counts."""
-        from sklearn.feature_extraction.text import CountVectorizer
-        from sklearn.preprocessing import OneHotEncoder
-
-        from features.pipeline import build_feature_pipeline
-
         masks = self._split(train)
         first = next(i for i, m in enumerate(masks) if m.any())
         sample = self.client.submit(
             lambda frame, mask: frame[mask].head(TEMPLATE_ROWS), self.frames[first], masks[first]
         ).result()
-        template = build_feature_pipeline(sample, spec)
+        template = build_feature_pipeline(sample, spec, **(options or {}))
         parts = self.client.gather(self._map(_count_on_worker, masks, template=template))
-        n_documents = sum(n for _, n in parts)
-        min_count = inspect.signature(build_feature_pipeline).parameters["min_category_count"].default
-        for name, transformer, _ in template.transformers:
-            if isinstance(transformer, CountVectorizer):
-                documents, terms = Counter(), Counter()
-                for counts, _ in parts:
-                    documents.update(counts[name][0])
-                    terms.update(counts[name][1])
-                vocabulary = select_vocabulary(documents, terms, n_documents, transformer)
-                transformer.set_params(vocabulary=vocabulary)
-                logger.info("%s: vocabulary of %d terms over %d documents", name, len(vocabulary), n_documents)
-            elif isinstance(transformer, OneHotEncoder):
-                values = Counter()
-                for counts, _ in parts:
-                    values.update(counts[name])
-                kept = sorted(v for v, n in values.items() if n >= min_count)
-                if MISSING not in kept:
-                    kept.append(MISSING)
-                transformer.set_params(categories=[kept])
-        return template.fit(sample)
+        return fit_from_counts(template, [counts for counts, _ in parts], sum(n for _, n in parts), sample)
 
     def fit_and_check(
         self,
@@ -392,7 +330,7 @@ class DaskTraining:
         from .scale import check_parity_in_batches, merge_parity_reports
 
         labels, transform = prepare_labels(target.name, target.kind, y[train])
-        features = self.fit_features(spec, train)
+        features = self.fit_features(spec, train, target.model.get("features"))
         estimator = self._fit_estimator(target, features, labels, train, seed, params)
         classes = [] if target.kind == "regression" else list(estimator.classes_)
         pipeline = Pipeline([("features", features), ("model", estimator)])
@@ -438,12 +376,16 @@ class DaskTraining:
             DEFAULT_CLASS_WEIGHT,
             build_estimator,
             class_weights,
+            target_fit_options,
         )
 
         n_classes = 0 if target.kind == "regression" else len(np.unique(labels))
-        if target.kind != "regression":
-            # The same balanced class weights as the local engine's fit.
-            params = {**(params or {}), "class_weight": class_weights(labels, DEFAULT_CLASS_WEIGHT)}
+        # The target's own settings and the balanced class weights, as the
+        # local engine's fit applies them.
+        settings = target_fit_options(target.model, params=params, class_weight=DEFAULT_CLASS_WEIGHT)
+        params = settings["params"]
+        if target.kind != "regression" and settings["class_weight"]:
+            params = {**(params or {}), "class_weight": class_weights(labels, settings["class_weight"])}
         local = build_estimator(target.kind, n_classes, seed, self.n_jobs, params)
         options = {k: v for k, v in local.get_params().items() if k != "n_jobs"}
         kind = DaskLGBMRegressor if target.kind == "regression" else DaskLGBMClassifier

@@ -18,21 +18,38 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from features.inputs import FeatureSpec, feature_frame, ticket_text
+from features.inputs import TOKENS, FeatureSpec, feature_frame, ticket_text
 from features.loading import DEFAULT_CHUNK_ROWS, LoadResult, load_tickets
 from features.mapping import Mapping, TargetSpec
 from features.schema import METADATA_FIELDS, TEXT_FIELDS
 from features.taxonomy import DEFAULT_TAXONOMY
-from features.text import DOMAIN_DICTIONARY, get_tokenizer, token_string
+from features.text import (
+    DOMAIN_DICTIONARY,
+    appended_token_string,
+    get_tokenizer,
+    token_string,
+)
 from models.bundle import TargetEntry, write_manifest
 from models.calibration import calibrated_graph, fit_calibrated, held_out_figures
-from models.estimators import DEFAULT_CLASS_WEIGHT, DEFAULT_PARAMS, TargetModel
+from models.estimators import (
+    DEFAULT_CLASS_WEIGHT,
+    DEFAULT_PARAMS,
+    FittedFeatures,
+    TargetModel,
+    target_fit_options,
+)
 from models.export import require_parity, to_onnx
 from models.similar import write_index
 
 from .evaluate import classification_metrics, plot_confusion, regression_metrics
-from .scale import check_parity_in_batches, large_data_params
 from .feedback import merge_feedback
+from .scale import (
+    check_parity_in_batches,
+    is_large,
+    large_data_params,
+    parity_rows,
+    shared_features,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -182,9 +199,38 @@ def closure_inputs(load: LoadResult, intake_frame, progress: bool):
         return None
     tickets = load.tickets
     spec = intake_spec(mapping, mode="closure")
-    texts = [ticket_text(r, spec) for r in tickets[list(spec.text_fields)].to_dict("records")]
-    frame = feature_frame(tickets, spec, tokens=tokenize_texts(texts, progress=progress))
+    tokens = closure_tokens(tickets, intake_spec(mapping), spec, intake_frame[TOKENS].tolist(), progress)
+    frame = feature_frame(tickets, spec, tokens=tokens)
     return spec, frame, feature_frame(probe_frame(tickets, spec), spec)
+
+
+def closure_tokens(tickets, intake: FeatureSpec, closure: FeatureSpec, intake_tokens: list[str], progress: bool) -> list[str]:
+    """Token strings of the closure-mode texts, reusing the intake texts' tokens.
+
+    A closure text is the intake text, a line break and the closure notes
+    (:func:`features.inputs.ticket_text`), so only the notes are tokenised,
+    and the few tickets whose two parts could join across the break are
+    tokenised whole (:func:`features.text.appended_token_string`).
+    """
+    if closure.text_fields[: len(intake.text_fields)] != intake.text_fields:
+        raise ValueError(
+            f"closure-mode text fields {closure.text_fields} do not start with the "
+            f"intake text fields {intake.text_fields}"
+        )
+    notes_spec = replace(closure, text_fields=closure.text_fields[len(intake.text_fields) :])
+    intake_texts = [ticket_text(r, intake) for r in tickets[list(intake.text_fields)].to_dict("records")]
+    notes = [ticket_text(r, notes_spec) for r in tickets[list(notes_spec.text_fields)].to_dict("records")]
+    notes_tokens = tokenize_texts(notes, progress=progress)
+    tokens = [
+        appended_token_string(a, a_tokens, b, b_tokens)
+        for a, a_tokens, b, b_tokens in zip(intake_texts, intake_tokens, notes, notes_tokens)
+    ]
+    whole = [i for i, value in enumerate(tokens) if value is None]
+    if whole:
+        texts = [ticket_text(r, closure) for r in tickets.iloc[whole][list(closure.text_fields)].to_dict("records")]
+        for i, value in zip(whole, tokenize_texts(texts, progress=False)):
+            tokens[i] = value
+    return tokens
 
 
 def fit_and_check(
@@ -199,16 +245,29 @@ def fit_and_check(
     n_jobs: int,
     params: dict | None,
     ticket_ids: np.ndarray,
+    features: FittedFeatures | None = None,
+    large: bool = False,
 ) -> tuple[TargetModel, Any, dict[str, Any], np.ndarray]:
-    """Fit one target, evaluate it, export it and check parity on eval rows and probes."""
+    """Fit one target, evaluate it, export it and check parity on eval rows and probes.
+
+    ``features`` is a feature pipeline fitted once for several targets, with
+    one matrix row per row of ``frame``. A ``large`` export fits each
+    classifier once and checks parity on a sample of the evaluation rows (see
+    ``training.scale``).
+    """
     # Classifiers are fitted on all training rows, with temperatures and
     # per-class thresholds from held-out or cross-fitted predictions of them.
+    # A large export ships the model fitted without the held-out rows.
+    options = target_fit_options(target.model, params=params, class_weight=DEFAULT_CLASS_WEIGHT)
     model, calibration = fit_calibrated(
         target.name, target.kind, frame[train], y[train], spec,
-        seed=seed, n_jobs=n_jobs, params=params, class_weight=DEFAULT_CLASS_WEIGHT,
+        seed=seed, n_jobs=n_jobs, **options,
+        features=features.take(train) if features is not None else None,
+        refit=not large,
     )
     eval_frame = frame[evaluation]
-    scores = model.predict_scores(eval_frame) if len(eval_frame) else np.zeros((0, 1))
+    eval_matrix = features.matrix[evaluation] if features is not None else None
+    scores = model.predict_scores(eval_frame, eval_matrix) if len(eval_frame) else np.zeros((0, 1))
     if not evaluation.any():
         # An explicit evaluation month can hold no labelled row of this target.
         metrics: dict[str, Any] = {"rows": 0}
@@ -222,12 +281,47 @@ def fit_and_check(
         metrics = classification_metrics(y_eval, scores, model.labels)
         metrics.update(held_out_figures(calibration, model, scores, y_eval))
     graph = calibrated_graph(model, to_onnx(model, spec))
-    check_rows = pd.concat([eval_frame, probes], ignore_index=True)
-    ids = list(ticket_ids[evaluation]) + [f"probe-{i}" for i in range(len(probes))]
+    checked = parity_rows(evaluation, seed) if large else np.flatnonzero(evaluation)
+    check_rows = pd.concat([frame.iloc[checked], probes], ignore_index=True)
+    ids = list(ticket_ids[checked]) + [f"probe-{i}" for i in range(len(probes))]
     report = check_parity_in_batches(model, graph, check_rows, ids)
     require_parity(report)
     metrics["parity_max_abs_diff"] = report.max_abs_diff
     return model, graph, metrics, scores
+
+
+def _shares_features(target: TargetSpec) -> bool:
+    """Whether a target reads the shared feature pipeline: it sets no feature options of its own."""
+    return not target.model.get("features")
+
+
+def _target_rows(tickets, target: TargetSpec, eval_mask, eval_fraction: float, merged):
+    """Labels, training rows and evaluation rows of one target, or None when it is skipped."""
+    labelled = _labelled(tickets, target)
+    if eval_mask is None:
+        eval_rows = np.zeros(len(tickets), dtype=bool)
+        eval_rows[np.flatnonzero(labelled)[time_split(tickets[labelled], eval_fraction)]] = True
+    else:
+        eval_rows = labelled & np.asarray(eval_mask, dtype=bool)
+    if merged is not None:
+        eval_rows = merged.keep_out_of_evaluation(target.name, eval_rows)
+    train_rows = labelled & ~eval_rows
+    y, _ = target_labels(tickets, target, train_rows)
+    if target.kind != "regression":
+        known = set(y[train_rows].tolist())
+        eval_rows &= np.array([v in known for v in y], dtype=bool)
+    if train_rows.sum() < 5:
+        logger.warning("target %s: only %d labelled training rows, skipped", target.name, int(train_rows.sum()))
+        return None
+    if target.kind != "regression" and len(known) < 2:
+        # No classifier can be fitted on one class. A window of recent months
+        # can hold just one: after 2016-04 the ICT records label only escalations.
+        logger.warning(
+            "target %s: every labelled training row has the label %r, skipped",
+            target.name, next(iter(known)),
+        )
+        return None
+    return y, train_rows, eval_rows
 
 
 def train(
@@ -261,9 +355,11 @@ def train(
     ``engine="dask"`` tokenises, counts the vocabulary and fits LightGBM on the
     Dask cluster at ``scheduler`` (see ``training.dask_engine``); the export
     is then read in chunks that stay on the workers, and this process keeps
-    only the labels and metadata. From 200,000 training rows on, LightGBM gets
-    the settings of ``training.scale.large_data_params`` unless ``params``
-    names them.
+    only the labels and metadata. From ``training.scale.LARGE_DATA_ROWS``
+    tickets on, LightGBM gets the settings of
+    ``training.scale.large_data_params`` unless ``params`` names them, and the
+    local engine fits the feature pipeline once per mode for all targets and
+    each classifier once (see ``training.scale``).
     """
     import mlflow
 
@@ -331,36 +427,33 @@ def train(
                 for t in targets
                 if t.name in CLOSURE_TARGETS
             ]
-        for target, mode in tqdm(jobs, desc="fit targets", unit="target", disable=not progress):
+        planned = []
+        for target, mode in jobs:
+            rows = _target_rows(tickets, target, eval_mask, eval_fraction, merged)
+            if rows is not None:
+                planned.append((target, mode, *rows))
+        large = cluster is None and is_large(len(tickets))
+        shared: dict[str, FittedFeatures] = {}
+        if large:
+            # One feature fit per mode, on the rows no target evaluates on. A
+            # target with feature options of its own fits its own pipeline.
+            for mode in dict.fromkeys(mode for target, mode, *_ in planned if _shares_features(target)):
+                held = np.zeros(len(tickets), dtype=bool)
+                for target, target_mode, _, _, eval_rows in planned:
+                    if target_mode == mode and _shares_features(target):
+                        held |= eval_rows
+                shared[mode] = shared_features(inputs[mode][1], inputs[mode][0], ~held)
+        for target, mode, y, train_rows, eval_rows in tqdm(planned, desc="fit targets", unit="target", disable=not progress):
             mode_spec, mode_frame, mode_probes = inputs[mode]
-            labelled = _labelled(tickets, target)
-            if eval_mask is None:
-                eval_rows = np.zeros(len(tickets), dtype=bool)
-                eval_rows[np.flatnonzero(labelled)[time_split(tickets[labelled], eval_fraction)]] = True
-            else:
-                eval_rows = labelled & np.asarray(eval_mask, dtype=bool)
-            if merged is not None:
-                eval_rows = merged.keep_out_of_evaluation(target.name, eval_rows)
-            train_rows = labelled & ~eval_rows
-            y, _ = target_labels(tickets, target, train_rows)
-            if target.kind != "regression":
-                known = set(y[train_rows].tolist())
-                eval_rows &= np.array([v in known for v in y], dtype=bool)
-            if train_rows.sum() < 5:
-                logger.warning("target %s: only %d labelled training rows, skipped", target.name, int(train_rows.sum()))
-                continue
-            if target.kind != "regression" and len(known) < 2:
-                # No classifier can be fitted on one class. A window of recent months
-                # can hold just one: after 2016-04 the ICT records label only escalations.
-                logger.warning(
-                    "target %s: every labelled training row has the label %r, skipped",
-                    target.name, next(iter(known)),
-                )
-                continue
-            target_params = large_data_params(int(train_rows.sum()), params)
+            target_params = large_data_params(int(train_rows.sum()), params, tickets=len(tickets))
+            extra = {}
+            if large:
+                extra["large"] = True
+                if mode in shared and _shares_features(target):
+                    extra["features"] = shared[mode]
             model, graph, target_metrics, scores = fit(
                 target, mode_frame, y, train_rows, eval_rows, mode_spec, mode_probes,
-                seed, n_jobs, target_params, ticket_ids,
+                seed, n_jobs, target_params, ticket_ids, **extra,
             )
             (fitted if mode == "intake" else closure_fitted)[target.name] = model
             target_metrics["train_rows"] = int(train_rows.sum())
@@ -481,7 +574,7 @@ def _write_bundle(
         "data_window": {
             "start": str(tickets["created_at"].min()),
             "end": str(tickets["created_at"].max()),
-            "rows": int(len(tickets)),
+            "rows": len(tickets),
         },
         "seed": seed,
         "versions": {

@@ -95,3 +95,50 @@ def test_unexpected_error_is_one_line(tmp_path):
     assert len(lines) == 1, result.output
     assert lines[0].startswith("Error: ")
     assert "--verbose" in lines[0]
+
+
+@pytest.mark.parametrize("source", ["ict", "demo"])
+def test_closure_tokens_match_whole_texts(source, ict_path, ict_mapping, demo_csv):
+    from features.inputs import ticket_text
+    from features.text import token_string
+    from training.train import closure_tokens
+
+    load = load_tickets(ict_path, ict_mapping) if source == "ict" else load_tickets(demo_csv, None)
+    tickets = load.tickets
+    intake = intake_spec(load.mapping)
+    closure = intake_spec(load.mapping, mode="closure")
+    records = tickets[list(closure.text_fields)].to_dict("records")
+    intake_tokens = [token_string(ticket_text(r, intake)) for r in records]
+    expected = [token_string(ticket_text(r, closure)) for r in records]
+    assert closure_tokens(tickets, intake, closure, intake_tokens, progress=False) == expected
+
+
+def test_closure_tokens_across_a_date():
+    from features.inputs import ticket_text
+    from features.text import token_string
+    from training.train import closure_tokens
+
+    tickets = pd.DataFrame(
+        {
+            "title": ["", "", "数据库"],
+            "description": ["故障发生于2017年", "14", "服务器宕机。"],
+            "closure_notes": ["3月12日恢复", ":30重启完成", None],
+        }
+    )
+    intake = intake_spec_for(("title", "description"))
+    closure = intake_spec_for(("title", "description", "closure_notes"))
+    records = tickets.to_dict("records")
+    intake_tokens = [token_string(ticket_text(r, intake)) for r in records]
+    expected = [token_string(ticket_text(r, closure)) for r in records]
+    # The first two tickets join a date and a time across the line break, so
+    # their tokens differ from the tokens of the two parts put together.
+    parts = [t + token_string(r["closure_notes"])[len("<doc>") :] for t, r in zip(intake_tokens, records)]
+    assert parts[0] != expected[0]
+    assert parts[1] != expected[1]
+    assert closure_tokens(tickets, intake, closure, intake_tokens, progress=False) == expected
+
+
+def intake_spec_for(text_fields):
+    from features.inputs import FeatureSpec
+
+    return FeatureSpec(text_fields=text_fields, categorical=())
