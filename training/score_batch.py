@@ -368,9 +368,11 @@ def _init_worker(bundle: str) -> None:
     _worker_scorer = Scorer(bundle, threads=1)
 
 
-def _score_in_worker(raw: pd.DataFrame, malformed: list, mapping: Mapping, source: str):
+def _score_in_worker(job: BatchJob, index: int, raw: pd.DataFrame, malformed: list) -> int:
+    """Score one chunk and write its part in this process; return the part index."""
     raw.attrs["malformed"] = malformed
-    return score_chunk(_worker_scorer, raw, mapping, source)
+    write_part(job, index, score_chunk(_worker_scorer, raw, job.mapping, job.data.name))
+    return index
 
 
 class PendingChunks:
@@ -423,7 +425,7 @@ def run_local(job: BatchJob, chunks: PendingChunks, workers: int, bar) -> None:
         for index, raw in chunks:
             rows = chunk_rows_read(raw)
             malformed = raw.attrs.pop("malformed", [])
-            future = pool.submit(_score_in_worker, raw, malformed, job.mapping, job.data.name)
+            future = pool.submit(_score_in_worker, job, index, raw, malformed)
             in_flight[future] = (index, rows)
             # Two chunks per worker keep the workers busy while bounding memory.
             while len(in_flight) >= 2 * workers:
@@ -435,8 +437,8 @@ def run_local(job: BatchJob, chunks: PendingChunks, workers: int, bar) -> None:
 def _collect(job: BatchJob, in_flight: dict, bar) -> None:
     done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
     for future in done:
-        index, rows = in_flight.pop(future)
-        write_part(job, index, future.result())
+        _, rows = in_flight.pop(future)
+        future.result()
         bar.update(rows)
 
 
