@@ -369,7 +369,7 @@ def _init_worker(bundle: str) -> None:
 
 
 def _score_in_worker(job: BatchJob, index: int, raw: pd.DataFrame, malformed: list) -> int:
-    """Score one chunk and write its part in this process; return the part index."""
+    """Score one chunk, write its part from this process and return the part index."""
     raw.attrs["malformed"] = malformed
     write_part(job, index, score_chunk(_worker_scorer, raw, job.mapping, job.data.name))
     return index

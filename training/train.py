@@ -291,7 +291,7 @@ def fit_and_check(
 
 
 def _shares_features(target: TargetSpec) -> bool:
-    """Whether a target reads the shared feature pipeline: it sets no feature options of its own."""
+    """Return whether a target reads the shared feature pipeline, which it does unless it sets feature options."""
     return not target.model.get("features")
 
 
