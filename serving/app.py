@@ -21,6 +21,7 @@ from features.text import get_tokenizer
 from . import feedback_api, operations, page, scoring
 from .auth import DOCS_PATHS, OPEN_PATHS, AuthMiddleware, KeyRing, describe_auth
 from .errors import install_error_handlers
+from .json_io import add_body_schemas
 from .lifecycle import ModelWatcher, source_for
 from .metrics import ServiceMetrics
 from .middleware import BodyGuardMiddleware, RequestContextMiddleware
@@ -174,6 +175,7 @@ def document_security(app: FastAPI) -> dict:
         description=app.description,
         routes=app.routes,
     )
+    add_body_schemas(schema)
     components = schema.setdefault("components", {})
     components["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer"},

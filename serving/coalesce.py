@@ -24,8 +24,8 @@ from .state import LoadedModel
 
 logger = logging.getLogger(__name__)
 
-# Scores records with a model in a worker thread and returns their answers in
-# order: (model, records, include) -> answers.
+# Scores records with a model in a worker thread: (model, records, include) ->
+# an awaitable (a coroutine or a future) of their answers, in order.
 ScoreCall = Callable[[LoadedModel, list[dict[str, Any]], Sequence[str]], Any]
 
 

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -176,9 +177,35 @@ def normalize_url(url: str) -> str:
     return url
 
 
+# Values orjson would write in its own way are handed to _json_default instead,
+# so that they are written as text, as json.dumps(default=str) writes them.
+_ORJSON_OPTIONS = (
+    orjson.OPT_NON_STR_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def _json_default(value: Any) -> Any:
+    item = getattr(value, "item", None)  # numpy scalars hold a Python number
+    if callable(item) and type(value).__module__ == "numpy":
+        return item()
+    return str(value)
+
+
 def dump_json(value: Any) -> str:
-    """JSON for the store's JSON columns: compact, Chinese text kept as it is."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    """JSON for the store's JSON columns: compact, Chinese text kept as it is.
+
+    Values that JSON has no type for are written as text, and numpy scalars as
+    numbers. NaN and infinities are written as null, because PostgreSQL's JSON
+    types reject them.
+    """
+    try:
+        return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS).decode()
+    except orjson.JSONEncodeError:
+        # orjson rejects integers beyond 64 bits and nesting deeper than 254
+        # levels. NOTE: json.dumps writes NaN in such a value as NaN, not null.
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def create_store_engine(url: str) -> Engine:
@@ -436,9 +463,11 @@ def scored_ticket_row(
 class ScoredTicketLog:
     """Writes scored-ticket rows from a background thread, in batches.
 
-    Scoring never waits for the database: ``record`` only queues the row. When the
-    queue is full (the database is down or too slow) rows are dropped and counted,
-    because a scored-ticket log must not slow down or fail the scoring API.
+    Scoring never waits for the database: ``record`` only appends the row to a
+    deque, and wakes the writer only when it is waiting for a first row. When
+    ``max_queued`` rows wait (the database is down or too slow) further rows
+    are dropped and counted, because a scored-ticket log must not slow down or
+    fail the scoring API.
     """
 
     def __init__(
@@ -451,11 +480,18 @@ class ScoredTicketLog:
     ) -> None:
         self.store = store
         self.store_text = store_text
+        self.max_queued = max_queued
         self.batch_size = batch_size
         self.gather_seconds = gather_seconds
         self.dropped = 0
         self.written = 0
-        self._queue: queue.Queue[tuple | None] = queue.Queue(max_queued)
+        # deque.append and popleft are atomic, so record() takes no lock.
+        self._rows: deque[tuple] = deque()
+        self._has_rows = threading.Event()
+        self._stopping = threading.Event()
+        self._writing = False
+        # record() runs on the event loop and on scoring threads, the writer on its own.
+        self._count_lock = threading.Lock()
         self._last_warning = 0.0
         self._thread = threading.Thread(
             target=self._run, name="scored-ticket-log", daemon=True
@@ -468,21 +504,25 @@ class ScoredTicketLog:
         """Queue one scoring response; ``started`` is the ``time.perf_counter()`` at request start.
 
         The row is built on the writer thread, so the request pays only for the
-        queueing. ``ticket`` and ``response`` must not change afterwards.
+        append. ``ticket`` and ``response`` must not change afterwards.
         """
         latency_ms = (time.perf_counter() - started) * 1000.0
-        try:
-            self._queue.put_nowait((ticket, response, latency_ms, utc_now()))
-        except queue.Full:
-            self.dropped += 1
+        if len(self._rows) >= self.max_queued:
+            self._count_dropped(1)
             self._warn_throttled(
                 "scored-ticket log queue is full; %d rows dropped so far"
             )
+            return
+        self._rows.append((ticket, response, latency_ms, utc_now()))
+        if not self._has_rows.is_set():
+            self._has_rows.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued row is written or given up; False on timeout."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
+        # The writer sets _writing before it takes rows and clears it after they
+        # are written, so no row is between the deque and the database here.
+        while self._rows or self._writing:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
@@ -490,44 +530,38 @@ class ScoredTicketLog:
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the thread."""
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            logger.warning(
-                "scored-ticket log stopped with %d rows unwritten", self._queue.qsize()
-            )
-            return
+        self._stopping.set()
+        self._has_rows.set()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning(
+                "scored-ticket log stopped with %d rows unwritten", len(self._rows)
+            )
 
     def _run(self) -> None:
         while True:
-            batch, stop = self._next_batch()
-            if batch:
-                self._write(batch)
-            if stop:
+            self._has_rows.wait()
+            # Gather rows for a while, so that a busy service commits a few
+            # times a second, not once per request.
+            self._stopping.wait(self.gather_seconds)
+            self._has_rows.clear()
+            # A row appended after the clear sets the event again, so it is
+            # written now or in the next round.
+            self._write_queued()
+            if self._stopping.is_set() and not self._rows:
                 return
 
-    def _next_batch(self) -> tuple[list[tuple], bool]:
-        """Take up to ``batch_size`` queued answers; True at stop.
-
-        After the first answer it keeps gathering for ``gather_seconds``, so
-        that a busy service commits a few times a second, not once per request.
-        """
-        batch: list[tuple] = []
-        item = self._queue.get()
-        deadline = time.monotonic() + self.gather_seconds
-        while True:
-            if item is None:
-                self._queue.task_done()
-                return batch, True
-            batch.append(item)
-            if len(batch) >= self.batch_size:
-                return batch, False
-            wait = deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                return batch, False
+    def _write_queued(self) -> None:
+        """Write the queued rows in transactions of up to ``batch_size`` rows."""
+        self._writing = True
+        try:
+            while self._rows:
+                batch = []
+                while self._rows and len(batch) < self.batch_size:
+                    batch.append(self._rows.popleft())
+                self._write(batch)
+        finally:
+            self._writing = False
 
     def _write(self, batch: list[tuple]) -> None:
         try:
@@ -539,11 +573,12 @@ class ScoredTicketLog:
         except Exception:
             # The log is best effort: a failed batch is counted and logged, and the
             # thread goes on with the next one.
-            self.dropped += len(batch)
+            self._count_dropped(len(batch))
             logger.exception("writing %d scored-ticket rows failed", len(batch))
-        finally:
-            for _ in batch:
-                self._queue.task_done()
+
+    def _count_dropped(self, rows: int) -> None:
+        with self._count_lock:
+            self.dropped += rows
 
     def _warn_throttled(self, message: str) -> None:
         now = time.monotonic()

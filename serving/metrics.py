@@ -129,6 +129,9 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self._model_labels: tuple[str, str, str] | None = None
+        # Labelled children by label value, so that scoring calls skip labels().
+        self._category_counters: dict[str, Any] = {}
+        self._scoring_timers: dict[str, Any] = {}
 
     def observe_request(
         self, route: str, method: str, status: int, seconds: float
@@ -141,7 +144,17 @@ class ServiceMetrics:
         for answer in answers:
             category = answer.get("category")
             if category:
-                self.scores.labels(category["code"]).inc()
+                code = category["code"]
+                counter = self._category_counters.get(code)
+                if counter is None:
+                    counter = self._category_counters[code] = self.scores.labels(code)
+                counter.inc()
+
+    def observe_scoring(self, endpoint: str, seconds: float) -> None:
+        timer = self._scoring_timers.get(endpoint)
+        if timer is None:
+            timer = self._scoring_timers[endpoint] = self.scoring_seconds.labels(endpoint)
+        timer.observe(seconds)
 
     def model_loaded(
         self, name: str, version: str | None, alias: str | None, at: float

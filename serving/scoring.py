@@ -7,16 +7,19 @@ valid tickets, so each ONNX graph runs once per batch.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
+from starlette.responses import Response
 
 from . import feedback_api
 from .coalesce import Coalescer
 from .errors import field_errors, invalid_request, request_id_of
+from .json_io import BodyError, ResponseShape, json_body, json_response, read_body
 from .schemas import (
     BatchRequest,
     BatchResponse,
@@ -74,7 +77,7 @@ def score_records(
     for enrich in service.enrichers:
         enrich(model, records, answers, include)
     seconds = time.perf_counter() - started
-    service.metrics.scoring_seconds.labels(endpoint).observe(seconds)
+    service.metrics.observe_scoring(endpoint, seconds)
     service.metrics.count_categories(answers)
     return answers
 
@@ -82,11 +85,13 @@ def score_records(
 def build_coalescer(service: Service) -> Coalescer:
     """Build the coalescer of ``POST /v1/score``, with one slot per scoring thread."""
 
-    async def score(
+    def score(
         model: LoadedModel, records: list[dict[str, Any]], include: Sequence[str]
-    ) -> list[dict[str, Any]]:
-        return await service.run(
-            score_records, service, model, records, include, "score"
+    ) -> asyncio.Future:
+        # The executor's future itself, awaited by the coalescer: a coroutine
+        # around it would cost a frame and a task step per call.
+        return asyncio.get_running_loop().run_in_executor(
+            service.executor, score_records, service, model, records, include, "score"
         )
 
     coalescer = Coalescer(score, slots=service.settings.scoring_thread_count)
@@ -105,13 +110,27 @@ def finish_answer(
     }
 
 
-@router.post("/score", response_model=ScoreResponse, summary="Score one ticket.")
-async def score_one(
-    ticket: ScoreRequest, request: Request, service: Service = Depends(get_service)
-):
+SCORE_RESPONSE = ResponseShape(ScoreResponse)
+
+
+# The route reads its body from the bytes and writes its answer without
+# validating it against ScoreResponse, as serving/json_io.py explains. The
+# decorator's arguments document both in the OpenAPI document.
+@router.post(
+    "/score",
+    response_model=ScoreResponse,
+    summary="Score one ticket.",
+    openapi_extra=json_body(ScoreRequest),
+)
+async def score_one(request: Request) -> Response:
     """Score one ticket: category, root causes with measures, escalation."""
     started = time.perf_counter()
+    service: Service = request.app.state.service
     request_id = request_id_of(request)
+    try:
+        ticket = await read_body(request, ScoreRequest)
+    except BodyError as exc:
+        return exc.response
     problems = limit_errors(ticket, service.settings)
     if problems:
         return invalid_request(request_id, problems)
@@ -120,7 +139,7 @@ async def score_one(
     answer = await service.coalescer.score(model, record, ticket.include)
     answer = finish_answer(answer, record, model, request_id)
     feedback_api.record_scored(request, record, answer, started)
-    return answer
+    return json_response(SCORE_RESPONSE(answer))
 
 
 def score_batch_items(

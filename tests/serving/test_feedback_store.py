@@ -385,6 +385,105 @@ def test_scored_log_counts_rows_it_cannot_write(tmp_path):
     assert log.written == 0
 
 
+def test_scored_log_drops_rows_beyond_limit(store):
+    import time
+
+    # The long gather keeps the writer from taking rows before the limit is hit.
+    log = ScoredTicketLog(store, max_queued=3, gather_seconds=30)
+    for index in range(5):
+        log.record({"ticket_id": f"T-{index}"}, {"request_id": "r"}, time.perf_counter())
+    assert log.dropped == 2
+    log.close()
+
+    assert log.written == 3
+    assert sorted(row["ticket_id"] for row in store.scored_rows()) == [
+        "T-0",
+        "T-1",
+        "T-2",
+    ]
+
+
+def test_scored_log_close_writes_without_waiting(store):
+    import time
+
+    log = ScoredTicketLog(store, gather_seconds=30)
+    for index in range(4):
+        log.record({"ticket_id": f"T-{index}"}, {"request_id": "r"}, time.perf_counter())
+    started = time.monotonic()
+    log.close()
+
+    assert time.monotonic() - started < 10
+    assert log.written == 4
+    assert len(store.scored_rows()) == 4
+
+
+def test_scored_log_keeps_rows_from_many_threads(store):
+    import time
+
+    log = ScoredTicketLog(store, batch_size=50, gather_seconds=0.01)
+
+    def record_many(thread: int) -> None:
+        for index in range(250):
+            log.record(
+                {"ticket_id": f"T-{thread}-{index}"},
+                {"request_id": "r"},
+                time.perf_counter(),
+            )
+            if index % 50 == 0:
+                time.sleep(0.02)  # let the writer take rows while others arrive
+
+    threads = [threading.Thread(target=record_many, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert log.flush(timeout=60)
+    log.close()
+
+    assert log.dropped == 0
+    assert log.written == 1000
+    ids = {row["ticket_id"] for row in store.scored_rows(limit=2000)}
+    assert len(ids) == 1000
+
+
+def test_dump_json_writes_what_json_has_no_type_for():
+    import json
+
+    import numpy as np
+
+    from serving.feedback import dump_json
+
+    value = {
+        "probability": np.float32(0.25),
+        "count": np.int64(3),
+        "flag": np.bool_(True),
+        "missing": float("nan"),
+        "at": datetime(2025, 3, 12, 10, 30),
+        "text": "数据库宕机",
+        1: "integer key",
+    }
+    written = dump_json(value)
+
+    assert "数据库宕机" in written
+    assert json.loads(written) == {
+        "probability": 0.25,
+        "count": 3,
+        "flag": True,
+        "missing": None,
+        "at": "2025-03-12 10:30:00",
+        "text": "数据库宕机",
+        "1": "integer key",
+    }
+
+
+def test_dump_json_falls_back_for_huge_integers():
+    import json
+
+    from serving.feedback import dump_json
+
+    assert json.loads(dump_json({"big": 2**70})) == {"big": 2**70}
+
+
 # Durability ---------------------------------------------------------------------
 
 
