@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -190,10 +191,7 @@ def answer_frame(
     frame = pd.DataFrame(flat, index=range(len(tickets)))
     frame.insert(0, "ticket_id", tickets["ticket_id"].to_numpy(dtype=object))
     frame.insert(1, SOURCE_LINE, tickets[SOURCE_LINE].to_numpy(dtype=np.int64))
-    frame["answer"] = [
-        json.dumps(a, ensure_ascii=False, default=_json_default) if a is not None else None
-        for a in answers
-    ]
+    frame["answer"] = [answer_json(a) if a is not None else None for a in answers]
     frame["error"] = pd.Series(errors, dtype=object)
     return frame
 
@@ -234,6 +232,19 @@ def rejected_frame(rejected: list[RejectedRow]) -> pd.DataFrame:
             "error": pd.Series([f"rejected: {r.reason}" for r in rejected], dtype=object),
         }
     )
+
+
+def answer_json(answer: dict[str, Any]) -> str:
+    """Write an answer as compact JSON with Chinese text kept as it is.
+
+    orjson writes an answer several times faster than ``json.dumps``, which
+    took about a tenth of the scoring time of a chunk.
+    """
+    try:
+        return orjson.dumps(answer, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    except orjson.JSONEncodeError:
+        # orjson rejects integers beyond 64 bits and nesting deeper than 254 levels.
+        return json.dumps(answer, ensure_ascii=False, separators=(",", ":"), default=_json_default)
 
 
 def _json_default(value: Any) -> Any:

@@ -210,3 +210,17 @@ def test_load_tickets_chunked_rejects_ids_seen_in_earlier_chunks(tmp_path, ticke
     pd.testing.assert_frame_equal(chunked.tickets, whole.tickets)
     assert chunked.rejected == whole.rejected
     assert chunked.rejected[0].reason.startswith("duplicate ticket id")
+
+
+def test_answer_json_reads_back():
+    import numpy as np
+
+    from training.score_batch import answer_json
+
+    answer = {"category": {"code": "system", "name": "系统原因", "probability": np.float32(0.5)},
+              "count": np.int64(3), "huge": 2**70}
+    read = json.loads(answer_json(answer))
+    assert read["category"]["name"] == "系统原因"
+    assert read["category"]["probability"] == 0.5
+    assert read["count"] == 3
+    assert read["huge"] == 2**70
