@@ -177,18 +177,20 @@ TARGET_KEYS = (
 MODEL_KEYS = ("params", "features", "class_weight")
 
 
+def _reject_unknown_keys(table: dict, allowed: tuple[str, ...], where: str, listing: str) -> None:
+    """Raise MappingError naming the keys of ``table`` outside ``allowed``, and the allowed ones."""
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise MappingError(f"{where} unknown keys {unknown}; {listing} {', '.join(allowed)}")
+
+
 def _parse_model_settings(name: str, kind: str, spec: Any, source: str) -> dict[str, Any]:
     """Validate a target's ``model`` table and return its settings (``char_ngrams`` as a tuple)."""
     if spec is None:
         return {}
     if not isinstance(spec, dict):
         raise MappingError(f"mapping {source}: target {name!r} `model` must be a table")
-    unknown = sorted(set(spec) - set(MODEL_KEYS))
-    if unknown:
-        raise MappingError(
-            f"mapping {source}: target {name!r} `model` has unknown keys {unknown}; "
-            f"expected {', '.join(MODEL_KEYS)}"
-        )
+    _reject_unknown_keys(spec, MODEL_KEYS, f"mapping {source}: target {name!r} `model` has", "expected")
     settings: dict[str, Any] = {}
     for key in ("params", "features"):
         if key in spec:
@@ -217,12 +219,7 @@ def _parse_model_settings(name: str, kind: str, spec: Any, source: str) -> dict[
 def _parse_target(name: str, spec: Any, source: str) -> TargetSpec:
     if not isinstance(spec, dict):
         raise MappingError(f"mapping {source}: target {name!r} must be a table")
-    stray = sorted(set(spec) - set(TARGET_KEYS))
-    if stray:
-        raise MappingError(
-            f"mapping {source}: target {name!r} has unknown keys {stray}; a target has "
-            f"{', '.join(TARGET_KEYS)}"
-        )
+    _reject_unknown_keys(spec, TARGET_KEYS, f"mapping {source}: target {name!r} has", "a target has")
     kind = spec.get("kind")
     if kind not in TARGET_KINDS:
         raise MappingError(
@@ -317,12 +314,7 @@ def _check_category_labels(targets: dict[str, TargetSpec], source: str) -> None:
 
 def parse_mapping(data: dict[str, Any], source: str = "<memory>") -> Mapping:
     """Validate the contents of a mapping file."""
-    stray_keys = sorted(set(data) - set(TOP_LEVEL_KEYS))
-    if stray_keys:
-        raise MappingError(
-            f"mapping {source}: unknown keys {stray_keys}; a mapping has "
-            f"{', '.join(TOP_LEVEL_KEYS)}"
-        )
+    _reject_unknown_keys(data, TOP_LEVEL_KEYS, f"mapping {source}:", "a mapping has")
     raw_fields = data.get("fields")
     if not isinstance(raw_fields, dict):
         raise MappingError(f"mapping {source} has no [fields] table")

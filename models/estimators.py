@@ -86,7 +86,7 @@ class TargetModel:
     def predict_raw(self, frame, matrix=None) -> np.ndarray:
         """The pipeline's own probabilities (classifiers) or predictions in target units.
 
-        ``matrix`` holds ``frame``'s rows already through the feature pipeline
+        ``matrix`` contains ``frame``'s rows already through the feature pipeline
         (see :class:`FittedFeatures`); then only the estimator runs.
         """
         step = self.pipeline if matrix is None else self.pipeline[-1]
@@ -109,14 +109,14 @@ class FittedFeatures:
     """A fitted feature pipeline and its output rows, shared by the targets of a large export.
 
     Fitting the vectorisers once and slicing one sparse matrix costs far less
-    than a pipeline fit per target when the export holds many tickets.
+    than a pipeline fit per target when the export has many tickets.
     """
 
     transformer: Any
     matrix: Any
 
     def take(self, rows) -> FittedFeatures:
-        """The same pipeline with the matrix rows ``rows`` (positions or a boolean mask)."""
+        """Return the same pipeline with the matrix rows ``rows`` (positions or a boolean mask)."""
         return FittedFeatures(self.transformer, self.matrix[rows])
 
 
