@@ -16,6 +16,8 @@ import hashlib
 import json
 import logging
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,17 +116,76 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:
             f"version {FORMAT_VERSION}"
         )
     if verify:
-        for name, expected in manifest.get("files", {}).items():
-            file = folder / name
-            if not file.is_file():
-                raise BundleError(f"bundle {folder} is missing {name}, listed in its manifest")
-            actual = sha256_file(file)
-            if actual != expected:
-                raise BundleError(
-                    f"bundle file {name} has SHA-256 {actual[:12]}..., manifest says "
-                    f"{expected[:12]}...; the bundle was changed after export"
-                )
+        verify_files(folder, manifest)
     return manifest
+
+
+def verify_files(
+    folder: Path, manifest: dict[str, Any], hash_file: Callable[[Path], str] = sha256_file
+) -> None:
+    """Raise BundleError naming the first file listed in ``manifest`` that is missing
+    from ``folder`` or whose hash differs from the manifest's."""
+    for name, expected in manifest.get("files", {}).items():
+        file = folder / name
+        if not file.is_file():
+            raise BundleError(f"bundle {folder} is missing {name}, listed in its manifest")
+        actual = hash_file(file)
+        if actual != expected:
+            raise BundleError(
+                f"bundle file {name} has SHA-256 {actual[:12]}..., manifest says "
+                f"{expected[:12]}...; the bundle was changed after export"
+            )
+
+
+class BundleVerifier:
+    """Verifier of a bundle folder that rehashes only the files changed since its
+    last check.
+
+    A file is hashed again only when its size, inode, modification time or
+    status-change time differ from its last hash. Writing a file changes its
+    status-change time, which ``touch`` cannot set back. The kernel updates
+    file times once per clock tick, so a file changed less than
+    ``settle_seconds`` before its hash is hashed again on the next check.
+    """
+
+    def __init__(self, settle_seconds: float = 2.0) -> None:
+        self.settle_ns = int(settle_seconds * 1e9)
+        self._hashes: dict[Path, tuple[tuple[int, ...], str]] = {}
+
+    def verify(self, folder: Path) -> dict[str, Any]:
+        """Read the manifest in ``folder``, verify its files and return it.
+
+        Raises BundleError when the manifest is unreadable or a file is missing
+        or changed.
+        """
+        manifest = read_manifest(folder, verify=False)
+        seen: dict[Path, tuple[tuple[int, ...], str]] = {}
+
+        def hash_file(path: Path) -> str:
+            info = path.stat()
+            key = (
+                info.st_dev,
+                info.st_ino,
+                info.st_size,
+                info.st_mtime_ns,
+                info.st_ctime_ns,
+            )
+            cached = self._hashes.get(path)
+            if cached is not None and cached[0] == key:
+                seen[path] = cached
+                return cached[1]
+            digest = sha256_file(path)
+            changed_ns = max(info.st_mtime_ns, info.st_ctime_ns)
+            if time.time_ns() - changed_ns >= self.settle_ns:
+                seen[path] = (key, digest)
+            return digest
+
+        try:
+            verify_files(folder, manifest, hash_file)
+        finally:
+            # Keep only the files of this folder, so that the cache stays small.
+            self._hashes = seen
+        return manifest
 
 
 def copy_bundle(source: Path, destination: Path) -> Path:
@@ -136,10 +197,12 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
     "BundleError",
+    "BundleVerifier",
     "TargetEntry",
     "copy_bundle",
     "find_bundle",
     "read_manifest",
     "sha256_file",
+    "verify_files",
     "write_manifest",
 ]

@@ -8,6 +8,11 @@ Moving the alias in either direction (a promotion or a rollback) therefore
 changes what the service loads. A new model is loaded in full, its file hashes
 verified and its self-test run before it replaces the old one, which keeps
 serving whenever any of that fails.
+
+When the source still points to the loaded model, a check verifies the source's
+files against that model's manifest. A file changed after loading gives the
+outcome ``rejected`` naming the file, and the model loaded into memory keeps
+serving.
 """
 
 from __future__ import annotations
@@ -21,8 +26,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
-from models.bundle import MANIFEST, BundleError, find_bundle
+from models.bundle import (
+    MANIFEST,
+    BundleError,
+    BundleVerifier,
+    find_bundle,
+    read_manifest,
+)
 
 from .metrics import ServiceMetrics
 from .state import LoadedModel, ModelState, ReloadReport, load_bundle
@@ -56,6 +69,14 @@ class ModelSource:
     def load(self, ref: SourceVersion, threads: int) -> LoadedModel:
         raise NotImplementedError
 
+    def verify(self, ref: SourceVersion, *, download: bool) -> None:
+        """Raise BundleError if the files of ``ref`` no longer match its manifest.
+
+        ``download`` lets a source whose files are not on a local disk download
+        them for the check; without it such a source skips the check.
+        """
+        raise NotImplementedError
+
 
 class FolderSource(ModelSource):
     """A bundle folder on disk; a new export into it is a new model."""
@@ -63,6 +84,7 @@ class FolderSource(ModelSource):
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.description = str(self.folder)
+        self._verifier = BundleVerifier()
 
     def current(self) -> SourceVersion:
         bundle = find_bundle(self.folder)
@@ -79,6 +101,9 @@ class FolderSource(ModelSource):
             identity=ref.identity,
         )
 
+    def verify(self, ref: SourceVersion, *, download: bool) -> None:
+        self._verifier.verify(find_bundle(self.folder))
+
 
 class RegistrySource(ModelSource):
     """A registered model in MLflow, by alias or by version."""
@@ -90,6 +115,8 @@ class RegistrySource(ModelSource):
         self.description = uri
         self.name, self.alias, self.version = parse_model_uri(uri)
         self._client = None
+        self._verifier = BundleVerifier()
+        self._local_bundles: dict[str, Path] = {}
         # MLflow draws a progress bar per download on standard error; a service
         # logs instead.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -139,6 +166,32 @@ class RegistrySource(ModelSource):
             shutil.rmtree(root, ignore_errors=True)
             raise
 
+    def verify(self, ref: SourceVersion, *, download: bool) -> None:
+        folder = self._local_bundle(ref)
+        if folder is not None:
+            self._verifier.verify(folder)
+            return
+        if not download:
+            # NOTE: polling does not verify a remote artifact store, because that
+            # would download the whole bundle on every poll.
+            return
+        from models.registry_io import download_bundle
+
+        with tempfile.TemporaryDirectory(prefix="triage-verify-") as root:
+            read_manifest(download_bundle(f"models:/{ref.name}/{ref.version}", root))
+
+    def _local_bundle(self, ref: SourceVersion) -> Path | None:
+        """Return the bundle folder of ``ref`` in a local artifact store, else None."""
+        folder = self._local_bundles.get(ref.identity)
+        if folder is None:
+            uri = self._registry().get_model_version_download_uri(ref.name, ref.version)
+            parsed = urlparse(uri)
+            if parsed.scheme not in ("file", "") or parsed.netloc not in ("", "localhost"):
+                return None
+            folder = find_bundle(url2pathname(parsed.path))
+            self._local_bundles = {ref.identity: folder}
+        return folder
+
 
 def source_for(model_uri: str, bundle_dir: str | None) -> ModelSource:
     return FolderSource(bundle_dir) if bundle_dir else RegistrySource(model_uri)
@@ -161,23 +214,35 @@ class ModelWatcher:
         self._lock = threading.Lock()
         self._rejected: dict[str, str] = {}
         self._failures = 0
+        self._disk_error: str | None = None
+        self._disk_error_repeats = 0
 
     def check(
-        self, *, retry_rejected: bool = False, force: bool = False
+        self,
+        *,
+        retry_rejected: bool = False,
+        force: bool = False,
+        verify_remote: bool = False,
     ) -> ReloadReport:
         """Load the source's model if it differs from the loaded one.
 
         A version that was rejected once is skipped on later checks unless
         ``retry_rejected`` is set; ``force`` reloads even an unchanged version.
+        An unchanged version has its files verified, and ``verify_remote`` lets
+        a registry source download them from a remote artifact store for that.
         """
         with self._lock:
-            report = self._check(retry_rejected=retry_rejected, force=force)
+            report = self._check(
+                retry_rejected=retry_rejected, force=force, verify_remote=verify_remote
+            )
             self.state.last_report = report
         if self.metrics is not None:
             self.metrics.reloads.labels(report.outcome).inc()
         return report
 
-    def _check(self, *, retry_rejected: bool, force: bool) -> ReloadReport:
+    def _check(
+        self, *, retry_rejected: bool, force: bool, verify_remote: bool
+    ) -> ReloadReport:
         now = time.time()
         try:
             ref = self.source.current()
@@ -195,7 +260,7 @@ class ModelWatcher:
 
         loaded = self.state.model
         if not force and loaded is not None and loaded.identity == ref.identity:
-            return ReloadReport("unchanged", now, version=ref.version)
+            return self._verify_loaded(loaded, ref, now, verify_remote)
         if not (force or retry_rejected) and ref.identity in self._rejected:
             return ReloadReport(
                 "rejected", now, version=ref.version, error=self._rejected[ref.identity]
@@ -224,6 +289,7 @@ class ModelWatcher:
             )
 
         self._rejected.pop(ref.identity, None)
+        self._disk_error = None
         self._install(model, ref)
         if loaded is not None:
             loaded.discard_download()
@@ -233,6 +299,45 @@ class ModelWatcher:
             loaded.identity if loaded else "nothing",
         )
         return ReloadReport("loaded", now, version=ref.version)
+
+    def _verify_loaded(
+        self, loaded: LoadedModel, ref: SourceVersion, now: float, download: bool
+    ) -> ReloadReport:
+        """Report ``unchanged`` if the source's files of the loaded model still match
+        its manifest, else ``rejected`` with the file that differs."""
+        try:
+            self.source.verify(ref, download=download)
+        except BundleError as exc:
+            message = (
+                f"the bundle of {ref.identity} in {self.source.description} fails "
+                f"verification: {exc}. The loaded model keeps serving from memory. "
+                "Restore the bundle or publish a new one"
+            )
+            self._log_disk_error(message)
+            return ReloadReport("rejected", now, version=ref.version, error=message)
+        except Exception as exc:  # unreadable file, registry or download failure
+            return self._failed(
+                f"cannot verify {ref.identity}: {_reason(exc)}", now, ref.version
+            )
+        if self._disk_error is not None:
+            logger.info(
+                "the bundle of %s in %s matches its manifest again",
+                ref.identity,
+                self.source.description,
+            )
+            self._disk_error = None
+        return ReloadReport("unchanged", now, version=ref.version)
+
+    def _log_disk_error(self, message: str) -> None:
+        if message != self._disk_error:
+            self._disk_error = message
+            self._disk_error_repeats = 0
+        self._disk_error_repeats += 1
+        repeats = self._disk_error_repeats
+        if repeats == 1 or repeats % REPEAT_LOG_EVERY == 0:
+            logger.error(
+                "bundle verification failed (%d checks in a row): %s", repeats, message
+            )
 
     def _install(self, model: LoadedModel, ref: SourceVersion) -> None:
         self.state.swap(model)

@@ -27,8 +27,8 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 RELOAD_DETAILS = {
     "loaded": "The new model passed its self-test and now serves all new requests.",
     "unchanged": "The source points to the model already loaded.",
-    "rejected": "The new model failed verification or its self-test; the old model "
-    "keeps serving.",
+    "rejected": "The source's model failed verification or its self-test; the "
+    "loaded model keeps serving.",
     "failed": "The model source could not be read; the old model keeps serving.",
 }
 RELOAD_STATUS = {"loaded": 200, "unchanged": 200, "rejected": 409, "failed": 503}
@@ -131,7 +131,7 @@ async def reload_model(
     previous = service.state.model
     # The default thread pool, not the scoring threads: a load takes seconds.
     report = await asyncio.to_thread(
-        service.watcher.check, retry_rejected=True, force=force
+        service.watcher.check, retry_rejected=True, force=force, verify_remote=True
     )
     current = service.state.model
     content = {

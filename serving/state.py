@@ -177,8 +177,9 @@ class ReloadReport:
     """Outcome of one check for a new model, for ``/readyz`` and the admin endpoint."""
 
     outcome: str
-    """``loaded``, ``unchanged``, ``rejected`` (the bundle failed verification or its
-    self-test) or ``failed`` (the registry or the download failed)."""
+    """``loaded``, ``unchanged``, ``rejected`` (a new bundle failed verification or
+    its self-test, or the files of the loaded one changed on disk) or ``failed``
+    (the registry or the download failed)."""
     checked_at: float
     version: str | None = None
     """Version the check found, whether or not it was loaded."""

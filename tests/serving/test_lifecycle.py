@@ -140,6 +140,39 @@ def test_tampered_registry_version_rejected(
     bundles.move_alias(name, "champion", first)
 
 
+def test_tampered_served_registry_version_rejected(
+    followed_model, bundles, settings_factory, tmp_path
+):
+    from mlflow import MlflowClient
+
+    from models.bundle import find_bundle
+
+    name, first = followed_model
+    bundles.move_alias(name, "champion", first)
+    # The artifact store of the test registry is a local folder, so the stored
+    # bundle can be changed in place.
+    uri = MlflowClient().get_model_version_download_uri(name, first)
+    stored = find_bundle(Path(uri.removeprefix("file://")))
+    graph = stored / "targets" / "category.onnx"
+    original = tmp_path / "category.onnx"
+    shutil.copy(graph, original)
+    app = registry_app(settings_factory, name)
+    with TestClient(app) as client:
+        assert served_version(client) == first
+        bundles.tamper(stored)
+        try:
+            response = reload(client)
+        finally:
+            shutil.copy(original, graph)
+        assert response.status_code == 409, response.text
+        body = response.json()
+        assert body["outcome"] == "rejected"
+        assert "targets/category.onnx" in body["error"]
+        assert body["model"]["version"] == first
+        assert served_version(client) == first
+        assert reload(client).json()["outcome"] == "unchanged"
+
+
 def test_missing_alias_keeps_old_model(followed_model, settings_factory):
     from mlflow import MlflowClient
 
@@ -175,21 +208,46 @@ def test_start_without_model_is_not_ready(settings_factory, tracking_dir):
         assert client.get("/v1/model").status_code == 503
 
 
-def test_folder_tampered_in_place_rejected_on_force(
-    bundle_copy, bundles, settings_factory
+def test_folder_tampered_in_place_rejected(
+    bundle_copy, bundles, settings_factory, demo_bundle, caplog
 ):
     from serving.app import create_app
 
     app = create_app(settings_factory(bundle_dir=str(bundle_copy)))
     with TestClient(app) as client:
         before = client.post("/v1/score", json=TICKET).json()
-        bundles.tamper(bundle_copy)
         assert reload(client).json()["outcome"] == "unchanged"
+        bundles.tamper(bundle_copy)
+
+        response = reload(client)
+        assert response.status_code == 409, response.text
+        body = response.json()
+        assert body["outcome"] == "rejected"
+        assert "targets/category.onnx" in body["error"]
+        assert "changed after export" in body["error"]
+        assert "keeps serving from memory" in body["error"]
+        assert body["previous"] is None
+        after = client.post("/v1/score", json=TICKET).json()
+        assert after["category"] == before["category"]
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "ready"
+        assert ready["last_check"]["outcome"] == "rejected"
+
+        # A poll, which does not go through the admin endpoint, finds the same fault.
+        assert app.state.service.watcher.check().outcome == "rejected"
         response = reload(client, force="true")
         assert response.status_code == 409
         assert "changed after export" in response.json()["error"]
-        after = client.post("/v1/score", json=TICKET).json()
-    assert after["category"] == before["category"]
+
+        shutil.copy(
+            demo_bundle / "targets" / "category.onnx",
+            bundle_copy / "targets" / "category.onnx",
+        )
+        assert reload(client).json()["outcome"] == "unchanged"
+        metrics = client.get("/metrics").text
+    assert 'triage_model_reloads_total{outcome="rejected"} 3.0' in metrics
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("targets/category.onnx" in message for message in errors)
 
 
 def test_failing_self_test_rejected(
