@@ -33,6 +33,7 @@ from .feedback import (
 )
 from .schemas import ErrorResponse
 from .settings import Settings
+from .state import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,13 @@ STORE_UNAVAILABLE = (
     "The feedback store is unavailable; retry later, with the same request id for "
     "feedback."
 )
+NO_MODEL_FOR_CAUSE = (
+    "No model is loaded to check {field} {value!r} against, and the shipped taxonomy "
+    "does not list it. Retry once /readyz reports ready."
+)
+# Maximum root-cause codes an error lists. A longer list is cut, and the message
+# points to GET /v1/labels.
+LISTED_CAUSES = 20
 REQUEST_ID_REUSED = (
     "The request id was already used for a different feedback entry; send a new "
     "request id for a new entry."
@@ -205,14 +213,54 @@ def out_of_range(field: str) -> dict[str, str]:
     }
 
 
-def _taxonomy(request: Request) -> Taxonomy:
+def _loaded_model(request: Request) -> LoadedModel | None:
     model_state = getattr(request.app.state, "model_state", None)
-    model = model_state.model if model_state is not None else None
+    return model_state.model if model_state is not None else None
+
+
+def _taxonomy(model: LoadedModel | None) -> Taxonomy:
     return model.scorer.taxonomy if model is not None else load_taxonomy()
 
 
-def label_errors(body: FeedbackRequest, taxonomy: Taxonomy) -> list[dict[str, Any]]:
-    """Field errors for labels the schema alone cannot check."""
+def known_root_causes(model: LoadedModel | None) -> list[str]:
+    """Return the root-cause codes a feedback entry may name, without repeats.
+
+    These are the causes of the model's taxonomy, the labels of its root-cause
+    target and the causes recorded in its similar-ticket index. Suggestions come
+    from the last two, and an organisation's own labels, which its mapping does
+    not translate into taxonomy codes, appear only there. With no model loaded only the shipped
+    taxonomy's causes are known.
+    """
+    if model is None:
+        return [cause.code for cause in load_taxonomy().causes()]
+    scorer = model.scorer
+    codes = [cause.code for cause in scorer.taxonomy.causes()]
+    entry = scorer.target("root_cause")
+    if entry is not None:
+        codes += [str(label) for label in entry.labels]
+    index = getattr(scorer, "similar", None)
+    if index is not None:
+        codes += index.table.root_cause_labels
+    return list(dict.fromkeys(codes))
+
+
+def _listed(codes: list[str]) -> str:
+    if len(codes) <= LISTED_CAUSES:
+        return ", ".join(codes)
+    first_codes = ", ".join(codes[:LISTED_CAUSES])
+    more = len(codes) - LISTED_CAUSES
+    return f"{first_codes} and {more} more (GET /v1/labels lists the model's labels)"
+
+
+def label_errors(
+    body: FeedbackRequest, taxonomy: Taxonomy, root_causes: list[str]
+) -> list[dict[str, Any]]:
+    """Field errors for labels the schema alone cannot check.
+
+    A root cause is not checked against the category beside it. The model ranks
+    categories and root causes independently, so an accepted suggestion can
+    pair a category with a cause that the taxonomy files under another category.
+    """
     errors = []
     if all(value is None for value in body.chosen.model_dump().values()):
         errors.append(
@@ -235,7 +283,34 @@ def label_errors(body: FeedbackRequest, taxonomy: Taxonomy) -> list[dict[str, An
                     "type": "enum",
                 }
             )
+    known = set(root_causes)
+    for part in ("suggested", "chosen"):
+        cause = getattr(body, part).root_cause
+        if cause is not None and cause not in known:
+            errors.append(
+                {
+                    "field": f"{part}.root_cause",
+                    "message": f"root cause {cause!r} is not a root-cause code of the "
+                    f"loaded model; expected one of {_listed(root_causes)}",
+                    "type": "enum",
+                }
+            )
     return errors
+
+
+def require_checkable_causes(body: FeedbackRequest, model: LoadedModel | None) -> None:
+    """Raise HTTP 503 for a root cause outside the shipped taxonomy while no model
+    is loaded, because only the model lists an organisation's own causes."""
+    if model is not None:
+        return
+    known = set(known_root_causes(None))
+    for part in ("suggested", "chosen"):
+        cause = getattr(body, part).root_cause
+        if cause is not None and cause not in known:
+            detail = NO_MODEL_FOR_CAUSE.format(field=f"{part}.root_cause", value=cause)
+            raise HTTPException(
+                status_code=503, detail=detail, headers={"Retry-After": "5"}
+            )
 
 
 @router.post(
@@ -253,12 +328,15 @@ def label_errors(body: FeedbackRequest, taxonomy: Taxonomy) -> list[dict[str, An
         },
         503: {
             "model": ErrorResponse,
-            "description": "The feedback store is unavailable.",
+            "description": "The feedback store is unavailable, or no model is "
+            "loaded to check a root cause that the shipped taxonomy does not list.",
         },
     },
 )
 def post_feedback(body: FeedbackRequest, request: Request) -> Any:
-    errors = label_errors(body, _taxonomy(request))
+    model = _loaded_model(request)
+    require_checkable_causes(body, model)
+    errors = label_errors(body, _taxonomy(model), known_root_causes(model))
     if errors:
         return invalid_request(request_id_of(request), errors)
     entry = FeedbackEntry(
@@ -337,7 +415,7 @@ def feedback_stats(
     except SQLAlchemyError as exc:
         logger.error("reading feedback stats failed: %s", exc)
         raise HTTPException(status_code=503, detail=STORE_UNAVAILABLE) from None
-    taxonomy = _taxonomy(request)
+    taxonomy = _taxonomy(_loaded_model(request))
     for group in counts["by_category"]:
         category = taxonomy.category(group["category"] or "")
         group["name"] = category.name if category else None

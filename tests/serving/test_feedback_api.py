@@ -138,6 +138,16 @@ def test_feedback_reused_request_id_conflicts(client, db_url):
             "suggested.category",
             "'sys' is not a category",
         ),
+        (
+            {"chosen": {"category": "system", "root_cause": "power_cut"}},
+            "chosen.root_cause",
+            "'power_cut' is not a root-cause code",
+        ),
+        (
+            {"suggested": {"category": "system", "root_cause": "Crash"}},
+            "suggested.root_cause",
+            "'Crash' is not a root-cause code",
+        ),
         ({"operator_id": ""}, "operator_id", "at least 1 character"),
         ({"request_id": "x" * 201}, "request_id", "at most 200 characters"),
         ({"request_id": "   "}, "request_id", "should match pattern"),
@@ -161,6 +171,84 @@ def test_feedback_rejects_invalid_body(client, db_url, change, field, message):
     assert errors[0]["field"] == field
     assert message in errors[0]["message"]
     assert stored_rows(db_url) == []
+
+
+def test_feedback_unknown_cause_lists_causes(client, db_url):
+    body = feedback(chosen={"category": "human", "root_cause": "typo"})
+    response = client.post("/v1/feedback", json=body)
+
+    assert response.status_code == 422, response.text
+    error = errors_of(response)[0]
+    assert error["field"] == "chosen.root_cause"
+    assert error["type"] == "enum"
+    labels = client.get("/v1/labels").json()
+    for cause in labels["root_causes"]:
+        assert cause["code"] in error["message"]
+    assert stored_rows(db_url) == []
+
+
+def test_feedback_accepts_model_only_cause(client, db_url):
+    """A cause label of the model that the taxonomy does not list, as an
+    organisation's mapping produces, is a valid root cause."""
+    entry = client.app.state.service.state.model.scorer.target("root_cause")
+    entry.labels.append("数据库bug")
+    body = feedback(chosen={"category": "system", "root_cause": "数据库bug"})
+    response = client.post("/v1/feedback", json=body)
+
+    assert response.status_code == 200, response.text
+    assert stored_rows(db_url)[0]["chosen_root_cause"] == "数据库bug"
+
+
+def test_feedback_accepts_cause_of_other_category(client, db_url):
+    """The model ranks categories and causes independently, so an accepted
+    suggestion can pair a category with a cause filed under another one."""
+    labels = {"category": "system", "root_cause": "misoperation"}
+    response = client.post(
+        "/v1/feedback", json=feedback(suggested=labels, chosen=labels)
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] is True
+
+
+def test_feedback_without_model_checks_causes(db_url, tracking_dir, settings_factory):
+    from serving.app import create_app
+
+    settings = settings_factory(
+        model_uri="models:/no-such-model@champion", feedback_db_url=db_url
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 503
+        shipped = client.post("/v1/feedback", json=feedback("a"))
+        unknown = client.post(
+            "/v1/feedback",
+            json=feedback("b", chosen={"category": "system", "root_cause": "数据库bug"}),
+        )
+
+    assert shipped.status_code == 200, shipped.text
+    assert unknown.status_code == 503, unknown.text
+    assert unknown.headers["retry-after"] == "5"
+    assert "chosen.root_cause '数据库bug'" in unknown.json()["detail"]
+    assert [row["request_id"] for row in stored_rows(db_url)] == ["a"]
+
+
+def test_known_root_causes_merge_sources():
+    from types import SimpleNamespace
+
+    from features.taxonomy import load_taxonomy
+    from serving.feedback_api import known_root_causes
+
+    taxonomy = load_taxonomy()
+    target = SimpleNamespace(labels=["crash", "其他"])
+    index = SimpleNamespace(table=SimpleNamespace(root_cause_labels=["其他", "接口超时"]))
+    scorer = SimpleNamespace(
+        taxonomy=taxonomy, target=lambda name: target, similar=index
+    )
+    codes = known_root_causes(SimpleNamespace(scorer=scorer))
+
+    shipped = [cause.code for cause in taxonomy.causes()]
+    assert codes == shipped + ["其他", "接口超时"]
+    assert known_root_causes(None) == shipped
 
 
 def test_feedback_missing_field_rejected(client):
