@@ -20,6 +20,7 @@ from features.text import get_tokenizer
 
 from . import feedback_api, operations, page, scoring
 from .auth import DOCS_PATHS, OPEN_PATHS, AuthMiddleware, KeyRing, describe_auth
+from .docs import install_docs
 from .errors import install_error_handlers
 from .json_io import add_body_schemas
 from .lifecycle import ModelWatcher, source_for
@@ -124,7 +125,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Anomaly category, root cause and escalation for work orders at "
         "intake. Send an API key as `Authorization: Bearer <key>` or `X-API-Key`.",
         lifespan=lifespan,
+        # install_docs serves both pages with local files in place of a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.service = service
     app.state.model_state = service.state
     app.state.settings = settings

@@ -1,8 +1,9 @@
 """API keys: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 
 With keys configured, every path is closed except the probes in ``OPEN_PATHS``
-(and the OpenAPI pages when ``public_docs`` is set). Routers added later are
-closed too, because the check runs as ASGI middleware in front of all routes.
+(and the OpenAPI pages with their files when ``public_docs`` is set). Routers
+added later are closed too, because the check runs as ASGI middleware in front of
+all routes.
 Paths under ``/v1/admin/`` need an admin key. Keys are compared as SHA-256
 digests with :func:`hmac.compare_digest` against every configured key, so the
 time taken depends neither on how much of a key matched nor on which key it was.
@@ -27,7 +28,9 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 # key to a page load; the page sends the operator's key with every API call.
 PAGE_PATHS = frozenset({"/"})
 PAGE_PREFIX = "/static/"
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOCS_PATHS = frozenset({"/docs", "/redoc", "/openapi.json"})
+# Swagger UI's and ReDoc's JavaScript, CSS and favicon, open whenever the pages are.
+DOCS_PREFIX = "/docs/static/"
 ADMIN_PREFIX = "/v1/admin/"
 
 MISSING_KEY = (
@@ -93,6 +96,7 @@ class AuthMiddleware:
         self.client_keys = client_keys
         self.admin_keys = admin_keys
         self.open_paths = OPEN_PATHS | (DOCS_PATHS if public_docs else frozenset())
+        self.open_prefixes = (PAGE_PREFIX, DOCS_PREFIX) if public_docs else (PAGE_PREFIX,)
         self.enabled = bool(len(client_keys) or len(admin_keys))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -101,7 +105,7 @@ class AuthMiddleware:
             or scope["type"] != "http"
             or scope["path"] in self.open_paths
             or scope["path"] in PAGE_PATHS
-            or scope["path"].startswith(PAGE_PREFIX)
+            or scope["path"].startswith(self.open_prefixes)
         ):
             await self.app(scope, receive, send)
             return
