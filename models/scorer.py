@@ -22,10 +22,11 @@ from features.taxonomy import Taxonomy, load_taxonomy
 from features.text import PLACEHOLDERS, use_dictionary
 
 from .bundle import TargetEntry, find_bundle, read_manifest
+from .graphs import merge_graphs
 from .similar import load_index
 
 if TYPE_CHECKING:
-    import onnx
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -35,40 +36,6 @@ TOP_K = 3
 # vocabulary, so a call on thousands of rows is slower per row than several
 # calls on a few dozen.
 RUN_ROWS = 64
-
-
-def merge_graphs(graphs: dict[str, onnx.ModelProto]) -> onnx.ModelProto:
-    """Join target graphs that read the same inputs into one graph.
-
-    Each target's nodes, weights and outputs get the prefix ``<target>/``. The
-    inputs keep their names and are shared, so one onnxruntime call scores
-    every target and converts the input strings once.
-    """
-    import onnx
-    from onnx import compose, helper
-
-    inputs: dict[str, Any] = {}
-    nodes, weights, outputs, shapes = [], [], [], []
-    opsets: dict[str, int] = {}
-    for name, graph in graphs.items():
-        prefixed = compose.add_prefix(graph, prefix=f"{name}/", rename_inputs=False)
-        for item in prefixed.graph.input:
-            inputs.setdefault(item.name, item)
-        nodes += prefixed.graph.node
-        weights += prefixed.graph.initializer
-        outputs += prefixed.graph.output
-        shapes += prefixed.graph.value_info
-        for opset in prefixed.opset_import:
-            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
-    merged = helper.make_model(
-        helper.make_graph(
-            nodes, "triage_intake", list(inputs.values()), outputs, weights, value_info=shapes
-        ),
-        opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
-    )
-    merged.ir_version = max(g.ir_version for g in graphs.values())
-    onnx.checker.check_model(merged)
-    return merged
 
 
 def run_in_parts(
