@@ -36,6 +36,7 @@ from models.bundle import (
     find_bundle,
     read_manifest,
 )
+from models.heap import freeze_loaded_objects
 
 from .metrics import ServiceMetrics
 from .state import LoadedModel, ModelState, ReloadReport, load_bundle
@@ -341,6 +342,9 @@ class ModelWatcher:
 
     def _install(self, model: LoadedModel, ref: SourceVersion) -> None:
         self.state.swap(model)
+        # The loaded model lives until the next reload; the collector need not
+        # walk it on every full collection.
+        freeze_loaded_objects()
         if self.metrics is not None:
             self.metrics.model_loaded(
                 model.name, model.version, model.alias, model.loaded_at

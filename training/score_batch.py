@@ -33,6 +33,7 @@ from features.loading import RejectedRow, apply_mapping, iter_export
 from features.mapping import Mapping, load_mapping
 from features.schema import SOURCE_LINE
 from models.bundle import MANIFEST, sha256_file
+from models.heap import freeze_loaded_objects
 
 logger = logging.getLogger(__name__)
 
@@ -377,6 +378,7 @@ def _init_worker(bundle: str) -> None:
     from models.scorer import Scorer
 
     _worker_scorer = Scorer(bundle, threads=1)
+    freeze_loaded_objects(collect=False)
 
 
 def _score_in_worker(job: BatchJob, index: int, raw: pd.DataFrame, malformed: list) -> int:
@@ -417,6 +419,7 @@ def run_local(job: BatchJob, chunks: PendingChunks, workers: int, bar) -> None:
         from models.scorer import Scorer
 
         scorer = Scorer(job.bundle, threads=1)
+        freeze_loaded_objects()
         for index, raw in chunks:
             write_part(job, index, score_chunk(scorer, raw, job.mapping, job.data.name))
             bar.update(chunk_rows_read(raw))
@@ -426,8 +429,10 @@ def run_local(job: BatchJob, chunks: PendingChunks, workers: int, bar) -> None:
 
     from features.text import get_tokenizer
 
-    # jieba loads its dictionary here, once, and the forked workers inherit it.
+    # jieba loads its dictionary here, once, and the forked workers inherit it
+    # frozen, so that no collection in a worker writes to the pages they share.
     get_tokenizer()
+    freeze_loaded_objects()
     in_flight: dict[Future, tuple[int, int]] = {}
     context = mp.get_context("fork")
     with ProcessPoolExecutor(
