@@ -29,6 +29,7 @@ import orjson
 import pandas as pd
 from tqdm.auto import tqdm
 
+from features.inputs import ticket_text
 from features.loading import RejectedRow, apply_mapping, iter_export
 from features.mapping import Mapping, load_mapping
 from features.schema import SOURCE_LINE
@@ -142,25 +143,43 @@ def bundle_mapping(manifest: dict[str, Any]) -> Mapping:
 def score_chunk(scorer, raw: pd.DataFrame, mapping: Mapping, source: str) -> pd.DataFrame:
     """Map and score one raw chunk; return one output row per input row.
 
-    Rows the loader rejects, and rows whose scoring raises, get the reason in
-    ``error`` and no answer fields. Output rows are in input order.
+    Rows the loader rejects, rows without ticket text and rows whose scoring
+    raises get the reason in ``error`` and no answer fields. Output rows are in
+    input order.
     """
     load = apply_mapping(raw, mapping, source=source, unique_ids=False)
     tickets = load.tickets
     records = tickets.to_dict("records")
-    answers: list[dict[str, Any] | None] = []
-    errors: list[str | None] = []
-    for begin in range(0, len(records), SCORE_BATCH_ROWS):
-        batch = records[begin : begin + SCORE_BATCH_ROWS]
-        batch_answers, batch_errors = _score_records(scorer, batch)
-        answers.extend(batch_answers)
-        errors.extend(batch_errors)
+    answers: list[dict[str, Any] | None] = [None] * len(records)
+    errors: list[str | None] = [None] * len(records)
+    # A ticket without text is an error, as in POST /v1/score.
+    with_text = []
+    for position, record in enumerate(records):
+        if ticket_text(record, scorer.spec).strip():
+            with_text.append(position)
+        else:
+            errors[position] = no_text_error(scorer.spec.text_fields)
+    for begin in range(0, len(with_text), SCORE_BATCH_ROWS):
+        positions = with_text[begin : begin + SCORE_BATCH_ROWS]
+        batch_answers, batch_errors = _score_records(scorer, [records[p] for p in positions])
+        for position, answer, error in zip(positions, batch_answers, batch_errors):
+            answers[position] = answer
+            errors[position] = error
     scored = answer_frame(tickets, answers, errors)
     rejected = rejected_frame(load.rejected)
     if len(rejected) == 0:
         return scored
     frame = pd.concat([scored, rejected], ignore_index=True)
     return frame.sort_values(SOURCE_LINE, kind="stable").reset_index(drop=True)
+
+
+def no_text_error(fields: tuple[str, ...]) -> str:
+    """Build the error of a row whose text fields (``fields``) are all empty."""
+    verb = "is" if len(fields) == 1 else "are"
+    return (
+        f"no ticket text: {' and '.join(fields)} {verb} empty; a ticket needs a "
+        "description of the symptom"
+    )
 
 
 def _score_records(scorer, records: list[dict]) -> tuple[list, list]:

@@ -85,6 +85,28 @@ def test_score_batch_reports_bad_rows_in_error_column(demo_bundle, tmp_path, tic
     assert scores["source_line"].is_monotonic_increasing
 
 
+def test_score_batch_reports_rows_without_text(demo_bundle, tmp_path, tickets_csv):
+    source = pd.read_csv(tickets_csv, dtype=str, keep_default_na=False).head(12)
+    source.loc[2, ["title", "description"]] = ["", ""]
+    source.loc[4, ["title", "description"]] = ["  ", "\t \n"]
+    source.loc[6, "title"] = ""
+    path = tmp_path / "no-text.csv"
+    source.to_csv(path, index=False)
+    out = tmp_path / "no-text.parquet"
+    summary = score_batch(path, out, demo_bundle, chunk_rows=5, workers=1, progress=False)
+    scores = pd.read_parquet(out)
+    assert len(scores) == 12
+    assert summary.errors == 2
+    errors = scores["error"]
+    for position in (2, 4):
+        assert errors[position].startswith("no ticket text: "), position
+        assert pd.isna(scores.loc[position, "category"]), position
+    assert errors.drop([2, 4]).isna().all()
+    assert scores["ticket_id"].tolist() == source["ticket_id"].tolist()
+    # Only the title is empty in row 6, and its description is scored.
+    assert isinstance(scores.loc[6, "category"], str)
+
+
 def test_score_batch_rerun_skips_finished_parts(demo_bundle, tickets_csv, tmp_path):
     reference = score_batch(tickets_csv, tmp_path / "reference.parquet", demo_bundle,
                             chunk_rows=1000, workers=1, progress=False)
