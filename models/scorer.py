@@ -78,7 +78,19 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
 class Scorer:
     """A loaded bundle: one onnxruntime session per target."""
 
-    def __init__(self, folder: str | Path, threads: int = 1, verify: bool = True):
+    def __init__(
+        self,
+        folder: str | Path,
+        threads: int = 1,
+        verify: bool = True,
+        load_similar: bool = True,
+    ):
+        """Load the bundle in ``folder``.
+
+        ``load_similar=False`` skips the similar-ticket index, which only
+        ``include=["similar"]`` reads. Batch scoring passes it, because the index
+        of a large export took about a second to load per process.
+        """
         import onnxruntime as ort
 
         self.folder = find_bundle(folder)
@@ -129,8 +141,10 @@ class Scorer:
             if self._intake_session is not None
             else None
         )
-        # The similar-ticket index; None for bundles built without one.
-        self.similar = load_index(self.folder, self.manifest)
+        # The similar-ticket index; None for bundles built without one, or
+        # when it was not loaded.
+        self.similar = load_index(self.folder, self.manifest) if load_similar else None
+        self._similar_skipped = not load_similar and bool(self.manifest.get("similar"))
 
     def _merged_session(self, options):
         """Build one session for all intake targets, with each target's output names.
@@ -231,6 +245,11 @@ class Scorer:
         from .recommend import add_context, check_include
 
         include = check_include(include)
+        if "similar" in include and self._similar_skipped:
+            raise ValueError(
+                f"the scorer of {self.folder} was loaded without its similar-ticket "
+                "index; load it with load_similar=True to include similar tickets"
+            )
         # Closure-mode models read the closure notes, which a ticket at intake does not have.
         if not tickets:
             return []

@@ -98,7 +98,7 @@ def worker_scorer(files: dict[str, bytes], key: str):
                 path = folder / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
-            _scorers[key] = Scorer(folder, threads=1)
+            _scorers[key] = Scorer(folder, threads=1, load_similar=False)
         return _scorers[key]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -396,7 +397,7 @@ def _init_worker(bundle: str) -> None:
     global _worker_scorer
     from models.scorer import Scorer
 
-    _worker_scorer = Scorer(bundle, threads=1)
+    _worker_scorer = Scorer(bundle, threads=1, load_similar=False)
     freeze_loaded_objects(collect=False)
 
 
@@ -437,7 +438,7 @@ def run_local(job: BatchJob, chunks: PendingChunks, workers: int, bar) -> None:
     if workers <= 1:
         from models.scorer import Scorer
 
-        scorer = Scorer(job.bundle, threads=1)
+        scorer = Scorer(job.bundle, threads=1, load_similar=False)
         freeze_loaded_objects()
         for index, raw in chunks:
             write_part(job, index, score_chunk(scorer, raw, job.mapping, job.data.name))
@@ -525,8 +526,9 @@ def score_batch(
     finished = prepare_parts(job, overwrite=overwrite)
     if finished:
         logger.info("%d parts of %s are already scored; skipping them", len(finished), out)
+    rows_hint = count_rows_hint(data)
     bar = tqdm(
-        total=count_rows_hint(data),
+        total=rows_hint,
         desc="score",
         unit="ticket",
         unit_scale=True,
@@ -540,7 +542,7 @@ def score_batch(
 
             score_parts_dask(job, chunks, scheduler, bar)
         else:
-            run_local(job, chunks, workers or os.cpu_count() or 1, bar)
+            run_local(job, chunks, local_workers(workers, rows_hint, chunk_rows, finished), bar)
     parts = chunks.count
     rows = join_parts(job, parts)
     summary = _summarise(job, rows, parts, len(finished), time.perf_counter() - started)
@@ -550,6 +552,22 @@ def score_batch(
         summary.rows, data, out, summary.seconds, summary.rows_per_second, summary.errors,
     )
     return summary
+
+
+def local_workers(
+    requested: int | None, rows_hint: int | None, chunk_rows: int, finished: set[int]
+) -> int:
+    """Return how many processes score the pending chunks: one per core by default.
+
+    No more processes start than there are chunks left to score, because each
+    one loads the bundle. ``rows_hint`` is the row count of
+    :func:`count_rows_hint`, an upper bound for CSV.
+    """
+    workers = requested or os.cpu_count() or 1
+    if rows_hint is not None:
+        pending = math.ceil(rows_hint / chunk_rows) - len(finished)
+        workers = min(workers, max(1, pending))
+    return workers
 
 
 def resolve_bundle(model: str | Path | None) -> Path:

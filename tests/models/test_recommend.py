@@ -259,3 +259,12 @@ def test_recommender_recall_fits_weighted_model(monkeypatch):
     )
     assert len(calls) == 1
     assert calls[0].get("class_weight") == DEFAULT_CLASS_WEIGHT
+
+
+def test_scorer_without_index_rejects_similar(demo_bundle):
+    plain = Scorer(demo_bundle, load_similar=False)
+    ticket = {"description": "数据库连接超时，业务系统无法登录"}
+    assert plain.similar is None
+    assert plain.score([ticket])[0]["category"]["code"]
+    with pytest.raises(ValueError, match="without its similar-ticket index"):
+        plain.score([ticket], include=["similar"])

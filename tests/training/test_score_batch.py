@@ -246,3 +246,21 @@ def test_answer_json_reads_back():
     assert read["category"]["probability"] == 0.5
     assert read["count"] == 3
     assert read["huge"] == 2**70
+
+
+@pytest.mark.parametrize(
+    ("requested", "rows", "finished", "expected"),
+    [
+        (None, 10_000, set(), 1),
+        (4, 120_000, set(), 3),
+        (4, 120_000, {0, 1}, 1),
+        (2, None, set(), 2),
+        (2, 0, set(), 1),
+        (1, 1_000_000, set(), 1),
+    ],
+)
+def test_local_workers_bounded_by_pending_chunks(requested, rows, finished, expected, monkeypatch):
+    from training.score_batch import local_workers
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert local_workers(requested, rows, 50_000, finished) == expected
