@@ -591,7 +591,8 @@ def score_batch_command(data, out, model_uri, mapping, chunk_rows, engine, sched
     click.echo(
         f"scored {summary.scored} of {summary.rows} rows into {summary.out} "
         f"({summary.errors} with errors; {summary.parts} parts, {summary.parts_skipped} "
-        f"reused) in {summary.seconds:.1f} s, {summary.rows_per_second:.0f} rows/s"
+        f"reused) in {summary.seconds:.1f} s, {summary.rows_per_second:.0f} rows/s "
+        "over the rows this run read"
     )
 
 

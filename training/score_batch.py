@@ -18,6 +18,8 @@ import logging
 import math
 import os
 import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -93,10 +95,14 @@ class BatchSummary:
     parts: int
     parts_skipped: int
     seconds: float
+    rows_reused: int = 0
+    """Rows of the parts an earlier run had written."""
 
     @property
     def rows_per_second(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else 0.0
+        """Rows scored by this run per second; rows of reused parts are left out."""
+        rows = self.rows - self.rows_reused
+        return rows / self.seconds if self.seconds > 0 else 0.0
 
 
 # Input mapping ------------------------------------------------------------------
@@ -279,13 +285,12 @@ def _json_default(value: Any) -> Any:
 
 def prepare_parts(job: BatchJob, overwrite: bool = False) -> set[int]:
     """Create or reopen the part folder and return the indices of finished parts."""
-    if job.out.exists():
-        if not overwrite:
-            raise BatchError(
-                f"output {job.out} already exists; pass --overwrite to replace it "
-                "or choose another --out"
-            )
-        job.out.unlink()
+    # With overwrite, the old output stays until the joined parts replace it.
+    if job.out.exists() and not overwrite:
+        raise BatchError(
+            f"output {job.out} already exists; pass --overwrite to replace it "
+            "or choose another --out"
+        )
     identity = job.identity()
     job_file = job.parts_dir / JOB_FILE
     if job.parts_dir.is_dir():
@@ -300,10 +305,25 @@ def prepare_parts(job: BatchJob, overwrite: bool = False) -> set[int]:
             shutil.rmtree(job.parts_dir)
     job.parts_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic_text(job_file, json.dumps(identity, ensure_ascii=False, indent=2))
-    finished = {
-        int(p.stem.split("-")[1]) for p in job.parts_dir.glob("part-*.parquet")
-    }
+    finished = set()
+    for path in sorted(job.parts_dir.glob("part-*.parquet")):
+        if readable_part(path):
+            finished.add(int(path.stem.split("-")[1]))
+        else:
+            logger.warning("part %s cannot be read; scoring its rows again", path)
+            path.unlink()
     return finished
+
+
+def readable_part(path: Path) -> bool:
+    """Return whether ``path`` is a whole Parquet file, by reading its footer."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+        return False
+    return True
 
 
 def _read_job(path: Path) -> dict[str, Any]:
@@ -393,12 +413,30 @@ def count_rows_hint(path: Path) -> int | None:
 _worker_scorer = None
 
 
-def _init_worker(bundle: str) -> None:
+def _init_worker(bundle: str, parent: int) -> None:
     global _worker_scorer
+    stop_with_parent(parent)
     from models.scorer import Scorer
 
     _worker_scorer = Scorer(bundle, threads=1, load_similar=False)
     freeze_loaded_objects(collect=False)
+
+
+def stop_with_parent(parent: int) -> None:
+    """Have Linux kill this worker when its parent process ``parent`` exits.
+
+    Without it, workers of a killed ``score-batch`` go on writing parts beside
+    the rerun. Other systems keep their default behaviour.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    set_parent_death_signal = 1  # PR_SET_PDEATHSIG in <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(set_parent_death_signal, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent exited before prctl took effect
+        os._exit(1)
 
 
 def _score_in_worker(job: BatchJob, index: int, raw: pd.DataFrame, malformed: list) -> int:
@@ -418,12 +456,15 @@ class PendingChunks:
     def __init__(self, job: BatchJob, finished: set[int], bar):
         self.job, self.finished, self.bar = job, finished, bar
         self.count = 0
+        self.rows_reused = 0
 
     def __iter__(self) -> Iterator[tuple[int, pd.DataFrame]]:
         for index, raw in enumerate(iter_export(self.job.data, self.job.chunk_rows)):
             self.count = index + 1
             if index in self.finished:
-                self.bar.update(chunk_rows_read(raw))
+                rows = chunk_rows_read(raw)
+                self.rows_reused += rows
+                self.bar.update(rows)
                 continue
             yield index, raw
 
@@ -456,7 +497,10 @@ def run_local(job: BatchJob, chunks: PendingChunks, workers: int, bar) -> None:
     in_flight: dict[Future, tuple[int, int]] = {}
     context = mp.get_context("fork")
     with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(str(job.bundle),)
+        workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(str(job.bundle), os.getpid()),
     ) as pool:
         for index, raw in chunks:
             rows = chunk_rows_read(raw)
@@ -511,47 +555,54 @@ def score_batch(
             f"output {out} has suffix {out.suffix!r}; expected one of "
             f"{', '.join(OUTPUT_SUFFIXES)}"
         )
+    if out.exists() and os.path.samefile(out, data):
+        raise BatchError(f"output {out} is the input export; choose another --out")
     if chunk_rows < 1:
         raise BatchError(f"chunk_rows must be at least 1, got {chunk_rows}")
     if engine not in ("local", "dask"):
         raise BatchError(f"engine {engine!r} is unknown; expected local or dask")
-    bundle = resolve_bundle(model)
-    job = BatchJob(
-        data=data,
-        out=out,
-        bundle=bundle,
-        mapping=_job_mapping(bundle, mapping),
-        chunk_rows=chunk_rows,
-    )
-    finished = prepare_parts(job, overwrite=overwrite)
-    if finished:
-        logger.info("%d parts of %s are already scored; skipping them", len(finished), out)
-    rows_hint = count_rows_hint(data)
-    bar = tqdm(
-        total=rows_hint,
-        desc="score",
-        unit="ticket",
-        unit_scale=True,
-        disable=not progress,
-        mininterval=1,
-    )
-    chunks = PendingChunks(job, finished, bar)
-    with bar:
-        if engine == "dask":
-            from .dask_engine import score_parts_dask
+    # A bundle downloaded from the registry is removed when the run ends.
+    with tempfile.TemporaryDirectory(prefix="triage-bundle-") as downloads:
+        bundle = resolve_bundle(model, Path(downloads))
+        job = BatchJob(
+            data=data,
+            out=out,
+            bundle=bundle,
+            mapping=_job_mapping(bundle, mapping),
+            chunk_rows=chunk_rows,
+        )
+        finished = prepare_parts(job, overwrite=overwrite)
+        if finished:
+            logger.info("%d parts of %s are already scored; skipping them", len(finished), out)
+        rows_hint = count_rows_hint(data)
+        bar = tqdm(
+            total=rows_hint,
+            desc="score",
+            unit="ticket",
+            unit_scale=True,
+            disable=not progress,
+            mininterval=1,
+        )
+        chunks = PendingChunks(job, finished, bar)
+        with bar:
+            if engine == "dask":
+                from .dask_engine import score_parts_dask
 
-            score_parts_dask(job, chunks, scheduler, bar)
-        else:
-            run_local(job, chunks, local_workers(workers, rows_hint, chunk_rows, finished), bar)
-    parts = chunks.count
-    rows = join_parts(job, parts)
-    summary = _summarise(job, rows, parts, len(finished), time.perf_counter() - started)
-    shutil.rmtree(job.parts_dir)
-    logger.info(
-        "scored %d rows of %s into %s in %.1f s (%.0f rows/s): %d errors",
-        summary.rows, data, out, summary.seconds, summary.rows_per_second, summary.errors,
-    )
-    return summary
+                score_parts_dask(job, chunks, scheduler, bar)
+            else:
+                run_local(job, chunks, local_workers(workers, rows_hint, chunk_rows, finished), bar)
+        parts = chunks.count
+        rows = join_parts(job, parts)
+        summary = _summarise(job, rows, parts, len(finished), time.perf_counter() - started)
+        summary.rows_reused = chunks.rows_reused
+        shutil.rmtree(job.parts_dir)
+        logger.info(
+            "wrote %d rows of %s into %s (%d scored, %d with errors, %d from reused parts) "
+            "in %.1f s, %.0f rows/s",
+            summary.rows, data, out, summary.scored, summary.errors, summary.rows_reused,
+            summary.seconds, summary.rows_per_second,
+        )
+        return summary
 
 
 def local_workers(
@@ -570,15 +621,19 @@ def local_workers(
     return workers
 
 
-def resolve_bundle(model: str | Path | None) -> Path:
-    """Return the bundle folder behind a registry URI, run URI or folder."""
+def resolve_bundle(model: str | Path | None, downloads: Path | None = None) -> Path:
+    """Return the bundle folder behind a registry URI, run URI or folder.
+
+    A registry or run URI is downloaded into ``downloads``, by default a new
+    temporary folder that the caller removes.
+    """
     from models.bundle import find_bundle
 
     text = str(model or os.environ.get("TRIAGE_MODEL_URI", "models:/ticket-triage@champion"))
     if text.startswith(("models:/", "runs:/")):
         from models.registry_io import download_bundle
 
-        return download_bundle(text)
+        return download_bundle(text, downloads)
     return find_bundle(text)
 
 

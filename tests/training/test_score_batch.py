@@ -116,8 +116,32 @@ def test_score_batch_rerun_skips_finished_parts(demo_bundle, tickets_csv, tmp_pa
     pd.testing.assert_frame_equal(pd.read_parquet(summary.out), pd.read_parquet(reference.out))
 
 
-def _rerun_with_parts(bundle, data, folder: Path, keep: int):
-    """Score once keeping the part files, drop all but ``keep`` of them, and rerun."""
+def test_score_batch_rescores_torn_part(demo_bundle, tickets_csv, tmp_path):
+    reference = score_batch(tickets_csv, tmp_path / "reference.parquet", demo_bundle,
+                            chunk_rows=1000, workers=1, progress=False)
+
+    def tear(part: Path) -> None:
+        part.write_bytes(part.read_bytes()[:100])
+
+    summary = _rerun_with_parts(demo_bundle, tickets_csv, tmp_path, keep=3, damage={1: tear})
+    assert summary.parts_skipped == 2
+    assert summary.rows_reused == 2000
+    pd.testing.assert_frame_equal(pd.read_parquet(summary.out), pd.read_parquet(reference.out))
+
+
+def test_score_batch_rate_counts_scored_rows(demo_bundle, tickets_csv, tmp_path):
+    summary = _rerun_with_parts(demo_bundle, tickets_csv, tmp_path, keep=3)
+    assert summary.parts_skipped == 3
+    assert summary.rows_reused == summary.rows == 3000
+    assert summary.rows_per_second == 0
+
+
+def _rerun_with_parts(bundle, data, folder: Path, keep: int, damage=None):
+    """Score once keeping the part files, drop all but ``keep`` of them, and rerun.
+
+    ``damage`` maps part indices to a function called with that part's path
+    before the rerun.
+    """
     from models.bundle import read_manifest
     from training.score_batch import (
         BatchJob,
@@ -139,6 +163,8 @@ def _rerun_with_parts(bundle, data, folder: Path, keep: int):
     run_local(job, PendingChunks(job, set(), Bar()), 1, Bar())
     for index in range(keep, 3):
         job.part_path(index).unlink()
+    for index, change in (damage or {}).items():
+        change(job.part_path(index))
     return score_batch(data, out, bundle, chunk_rows=1000, workers=1, progress=False)
 
 
@@ -148,6 +174,42 @@ def test_score_batch_rejects_parts_of_another_run(demo_bundle, tickets_csv, tmp_
     (tmp_path / "scores.parquet.parts" / "job.json").write_text(json.dumps({"chunk_rows": 5}))
     with pytest.raises(BatchError, match="belongs to another run"):
         score_batch(tickets_csv, out, demo_bundle, chunk_rows=1000, workers=1, progress=False)
+
+
+def test_score_batch_rejects_input_as_output(demo_bundle, tickets_csv, tmp_path):
+    data = tmp_path / "tickets.csv"
+    data.write_bytes(tickets_csv.read_bytes())
+    with pytest.raises(BatchError, match="is the input export"):
+        score_batch(data, data, demo_bundle, overwrite=True, workers=1, progress=False)
+    assert data.read_bytes() == tickets_csv.read_bytes()
+
+
+def test_score_batch_failed_overwrite_keeps_output(demo_bundle, tickets_csv, tmp_path):
+    out = tmp_path / "scores.csv"
+    out.write_text("an earlier run's output\n", encoding="utf-8")
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not a parquet file")
+    with pytest.raises(ValueError):  # pyarrow's ArrowInvalid
+        score_batch(broken, out, demo_bundle, overwrite=True, workers=1, progress=False)
+    assert out.read_text(encoding="utf-8") == "an earlier run's output\n"
+
+
+def test_score_batch_overwrite_replaces_output(demo_bundle, tickets_csv, tmp_path):
+    out = tmp_path / "scores.csv"
+    out.write_text("an earlier run's output\n", encoding="utf-8")
+    summary = score_batch(tickets_csv, out, demo_bundle, overwrite=True, workers=1, progress=False)
+    assert len(pd.read_csv(out)) == summary.rows == 3000
+
+
+def test_score_batch_removes_downloaded_bundle(demo_trained, tickets_csv, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "temp").mkdir()
+    uri = f"models:/{demo_trained.model_name}/{demo_trained.version}"
+    summary = score_batch(tickets_csv, tmp_path / "scores.parquet", uri, workers=1, progress=False)
+    assert summary.errors == 0
+    assert list((tmp_path / "temp").iterdir()) == []
 
 
 def test_score_batch_rejects_existing_output(demo_bundle, tickets_csv, tmp_path):
