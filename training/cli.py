@@ -167,6 +167,7 @@ def train_command(data, mapping, strict, model_name, eval_fraction, seed, jobs, 
             )
     version = f"version {result.version} ({', '.join(result.aliases)})" if result.version else "not registered"
     click.echo(f"run {result.run_id}; model {result.model_name} {version}")
+    result.remove_files()
 
 
 @main.command("evaluate")

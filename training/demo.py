@@ -90,6 +90,8 @@ def run_demo(out_dir: Path, rows: int = 3000, model_name: str = "ticket-triage-d
         if "macro_f1" in values:
             print(f"{name}: macro-F1 {values['macro_f1']:.3f}", flush=True)
     print(f"registered {model_name} version {result.version} ({', '.join(result.aliases)})", flush=True)
+    # The server loads the registered copy.
+    result.remove_files()
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -53,6 +53,9 @@ from .scale import (
 
 logger = logging.getLogger(__name__)
 
+# Prefix of the temporary folder where a run writes its bundle and plots.
+WORK_FOLDER_PREFIX = "triage-train-"
+
 # Texts that stress normalisation and the ONNX tokenizer; every export is
 # checked on them besides the evaluation rows.
 PROBE_TEXTS = (
@@ -83,6 +86,12 @@ class TrainResult:
     # Closure-mode models (they read the closure notes), by bundle entry name.
     closure_models: dict[str, TargetModel] = field(default_factory=dict)
     spec: FeatureSpec | None = None
+
+    def remove_files(self) -> None:
+        """Delete the local copies of the bundle and plots; the MLflow run keeps its own."""
+        folder = self.bundle_dir.parent
+        if folder.name.startswith(WORK_FOLDER_PREFIX):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def intake_spec(mapping: Mapping, mode: str = "intake") -> FeatureSpec:
@@ -400,7 +409,7 @@ def train(
     fit = cluster.fit_and_check if cluster is not None else fit_and_check
 
     registry.setup_tracking(tracking_uri, experiment or registry.DEFAULT_EXPERIMENT)
-    bundle_dir = Path(tempfile.mkdtemp(prefix="triage-train-")) / "bundle"
+    bundle_dir = Path(tempfile.mkdtemp(prefix=WORK_FOLDER_PREFIX)) / "bundle"
     (bundle_dir / "targets").mkdir(parents=True)
     plots_dir = bundle_dir.parent / "plots"
     plots_dir.mkdir()

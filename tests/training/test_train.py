@@ -70,11 +70,17 @@ def test_intake_spec_uses_mapping_stages(ict_path, ict_mapping):
 
 
 @pytest.mark.slow
-def test_train_command_on_ict_records(ict_path, ict_mapping, tracking_dir):
+def test_train_command_on_ict_records(ict_path, ict_mapping, tracking_dir, tmp_path, monkeypatch):
+    import tempfile
+
+    temporary = tmp_path / "temp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     result = CliRunner().invoke(
         main, ["train", "--data", str(ict_path), "--mapping", str(ict_mapping), "--model-name", "ict-test"]
     )
     assert result.exit_code == 0, result.output
+    assert not list(temporary.glob("triage-train-*")), "the command leaves its work folder"
     assert "rows: 829 read" in result.output
     assert "rejected" in result.output
     for target in ("category", "root_cause", "escalation"):
