@@ -102,32 +102,43 @@ def _iter_csv(path: Path, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
         yield from _iter_csv_records(path, chunk_rows)
     except UnicodeDecodeError as exc:
         raise ExportError(
-            f"export {path} is not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
-            f"{exc.start} of a block); save it as UTF-8 (for example "
-            f"`iconv -f GBK -t UTF-8 {path.name}`) and retry"
+            f"export {path} is not UTF-8 (byte 0x{exc.object[exc.start]:02x} {exc.reason}); "
+            f"save it as UTF-8 (for example `iconv -f GBK -t UTF-8 {path.name}`) and retry"
         ) from None
     except csv.Error as exc:
         raise ExportError(f"export {path} is not valid CSV: {exc}") from None
 
 
 def _iter_csv_records(path: Path, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    # Bytes that are not UTF-8 are read as lone surrogates, so that one bad
+    # record is rejected with its line number instead of failing the file. A
+    # header or first record that is not UTF-8 fails the file, because then
+    # the whole file is most likely in another encoding.
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
         reader = csv.reader(fh)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise ExportError(f"export {path} is empty; expected a header row") from None
+        undecoded = _undecoded_byte(header)
+        if undecoded is not None:
+            raise UnicodeDecodeError("utf-8", bytes([undecoded]), 0, 1, "on line 1")
         rows: list[list[str]] = []
         lines: list[int] = []
-        bad: list[tuple[int, int]] = []
+        bad: list[tuple[int, str]] = []
         yielded = False
         start = reader.line_num + 1
         for row in reader:
-            if len(row) == len(header):
+            undecoded = _undecoded_byte(row)
+            if undecoded is not None and start == 2:
+                raise UnicodeDecodeError("utf-8", bytes([undecoded]), 0, 1, "on line 2")
+            if undecoded is not None:
+                bad.append((start, f"not UTF-8: byte 0x{undecoded:02x}; save the export as UTF-8"))
+            elif len(row) == len(header):
                 rows.append(row)
                 lines.append(start)
             elif any(cell.strip() for cell in row):
-                bad.append((start, len(row)))
+                bad.append((start, f"malformed row: {len(row)} fields, header has {len(header)}"))
             start = reader.line_num + 1
             if chunk_rows is not None and len(rows) >= chunk_rows:
                 yield _csv_frame(header, rows, lines, bad)
@@ -137,15 +148,21 @@ def _iter_csv_records(path: Path, chunk_rows: int | None) -> Iterator[pd.DataFra
             yield _csv_frame(header, rows, lines, bad)
 
 
+def _undecoded_byte(cells: list[str]) -> int | None:
+    """Return the first byte that UTF-8 decoding escaped in ``cells``, or None."""
+    for cell in cells:
+        for char in cell:
+            if "\udc80" <= char <= "\udcff":
+                return ord(char) - 0xDC00
+    return None
+
+
 def _csv_frame(
-    header: list[str], rows: list[list[str]], lines: list[int], bad: list[tuple[int, int]]
+    header: list[str], rows: list[list[str]], lines: list[int], bad: list[tuple[int, str]]
 ) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=header, dtype=object)
     frame[SOURCE_LINE] = np.asarray(lines, dtype=np.int64)
-    frame.attrs["malformed"] = [
-        RejectedRow(line, None, f"malformed row: {n} fields, header has {len(header)}")
-        for line, n in bad
-    ]
+    frame.attrs["malformed"] = [RejectedRow(line, None, reason) for line, reason in bad]
     return frame
 
 

@@ -123,6 +123,30 @@ def test_non_utf8_export_names_encoding_and_fix(tmp_path):
         load_tickets(data, mapping)
 
 
+def test_one_non_utf8_record_is_rejected(tmp_path):
+    data, mapping = write(tmp_path, CSV)
+    records = load_tickets(data, mapping).rows_read
+    lines = data.read_text(encoding="utf-8").splitlines(keepends=True)
+    encoded = [line.encode("utf-8") for line in lines]
+    encoded[3] = lines[3].encode("gbk")
+    data.write_bytes(b"".join(encoded))
+    result = load_tickets(data, mapping)
+    rejected = {row.line: row.reason for row in result.rejected}
+    assert rejected[4].startswith("not UTF-8: byte 0x"), rejected
+    assert "save the export as UTF-8" in rejected[4]
+    assert result.rows_read == records
+
+
+def test_non_utf8_header_fails_file(tmp_path):
+    from features.loading import ExportError
+
+    data, mapping = write(tmp_path, CSV)
+    lines = data.read_text(encoding="utf-8").splitlines(keepends=True)
+    data.write_bytes("工单".encode("gbk") + b"," + "".join(lines).encode("utf-8"))
+    with pytest.raises(ExportError, match="on line 1.*save it as UTF-8"):
+        load_tickets(data, mapping)
+
+
 def test_long_cell_does_not_abort_the_file(tmp_path):
     data, mapping = write(tmp_path, CSV)
     text = data.read_text(encoding="utf-8").replace("网络中断", "网络中断" + "长" * 300_000)
