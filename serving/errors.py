@@ -35,6 +35,18 @@ NOT_JSON = (
     "and encode it as UTF-8."
 )
 
+# pydantic-core 2.50's JSON parser raises "recursion limit exceeded" for arrays and
+# objects nested deeper than about this many levels. NOTE: it accepts 201 levels of
+# arrays but not 201 levels of objects, so this is the depth every body may use.
+MAX_JSON_DEPTH = 200
+TOO_DEEP = (
+    "the body is not valid JSON: arrays and objects nest too deeply; the limit is "
+    f"{MAX_JSON_DEPTH} levels"
+)
+# The reason in the ``ctx`` of a ``json_invalid`` error for such nesting, from
+# pydantic-core and from _read_as_fastapi in serving/json_io.py.
+RECURSION_LIMIT_REASON = "recursion limit exceeded"
+
 # Fixed sentences for the statuses the framework raises by itself.
 STATUS_SENTENCES = {
     400: "The request could not be read.",
@@ -101,7 +113,9 @@ def field_errors(
             )
             reason = error.get("ctx", {}).get("error", "invalid JSON")
             message = f"the body is not valid JSON: {reason}"
-            if position is not None:
+            if reason.startswith(RECURSION_LIMIT_REASON):
+                message = TOO_DEEP
+            elif position is not None:
                 message += f" at character {position}"
             location = ["body"]
         entries.append(
@@ -167,6 +181,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            # FastAPI returns 400 for every body parse failure other than a JSON
+            # syntax error. Python's json.loads raises RecursionError on deep
+            # nesting, at about 1,000 levels less the stack already in use.
+            entry = {"field": "body", "message": TOO_DEEP, "type": "json_invalid"}
+            return invalid_request(request_id_of(request), [entry])
         detail = str(exc.detail)
         if detail in FRAMEWORK_DETAILS or detail == _phrase(exc.status_code):
             detail = STATUS_SENTENCES.get(exc.status_code, detail)
@@ -180,6 +200,8 @@ def install_error_handlers(app: FastAPI) -> None:
 __all__ = [
     "INTERNAL_ERROR",
     "INVALID_REQUEST",
+    "MAX_JSON_DEPTH",
+    "RECURSION_LIMIT_REASON",
     "error_content",
     "field_errors",
     "field_path",

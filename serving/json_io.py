@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 
 from .errors import (
     NOT_JSON,
+    RECURSION_LIMIT_REASON,
     error_content,
     field_errors,
     invalid_request,
@@ -94,7 +95,8 @@ async def read_body(request: Request, model: type[Model]) -> Model:
 
     A body sent without a JSON content type gets 415, as the handler in
     ``serving/errors.py`` answers FastAPI's error for it. An invalid body gets
-    422 with one entry per invalid field.
+    422 with one entry per invalid field. A body nested more deeply than the
+    JSON parser accepts gets 422 with one entry that names the limit.
     """
     if not _sent_json(request):
         content = error_content(NOT_JSON, request_id_of(request))
@@ -102,8 +104,14 @@ async def read_body(request: Request, model: type[Model]) -> Model:
     body = await request.body()
     try:
         return model.model_validate_json(body)
-    except ValidationError:
-        pass
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        if _nests_too_deeply(errors):
+            # No field of a request model takes values nested this deeply, so the
+            # body is invalid whatever json.loads would make of it.
+            raise BodyError(
+                invalid_request(request_id_of(request), field_errors(errors))
+            ) from None
     value, errors = _read_as_fastapi(body, model)
     if errors:
         raise BodyError(invalid_request(request_id_of(request), field_errors(errors)))
@@ -116,12 +124,22 @@ def _read_as_fastapi(
     """Parse and validate ``body`` as FastAPI 0.165 does for a body parameter.
 
     The error locations start with ``body``, as FastAPI's do, and the JSON
-    syntax error carries the character offset in its location.
+    syntax error carries the character offset in its location. Nesting too
+    deep for ``json.loads``, for which FastAPI returns 400, is a JSON error
+    here, as it is for pydantic's parser.
     """
     if not body:
         return None, [{"type": "missing", "loc": ("body",), "msg": "Field required"}]
     try:
         value = json.loads(body)
+    except RecursionError:
+        error = {
+            "type": "json_invalid",
+            "loc": ("body",),
+            "msg": "JSON decode error",
+            "ctx": {"error": RECURSION_LIMIT_REASON},
+        }
+        return None, [error]
     except json.JSONDecodeError as exc:
         error = {
             "type": "json_invalid",
@@ -135,6 +153,14 @@ def _read_as_fastapi(
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         return None, [{**e, "loc": ("body", *e["loc"])} for e in errors]
+
+
+def _nests_too_deeply(errors: list[Any]) -> bool:
+    return any(
+        e["type"] == "json_invalid"
+        and e.get("ctx", {}).get("error", "").startswith(RECURSION_LIMIT_REASON)
+        for e in errors
+    )
 
 
 def _sent_json(request: Request) -> bool:

@@ -439,6 +439,32 @@ def test_invalid_json_message_gives_position(open_client):
     )
 
 
+JSON_PATHS = ["/v1/score", "/v1/score/batch", "/v1/feedback"]
+
+
+@pytest.mark.parametrize("path", JSON_PATHS)
+@pytest.mark.parametrize("depth", [300, 990])
+@pytest.mark.parametrize("prefix", ["", "\ufeff"], ids=["plain", "bom"])
+def test_deep_nesting_is_json_error(open_client, path, depth, prefix):
+    # 300 levels stop pydantic's parser, 990 also Python's json.loads. Only
+    # json.loads reads a byte order mark, and it reads 300 levels, so then the
+    # error names the field.
+    body = '{"description": "x", "extra": ' + "[" * depth + "]" * depth + "}"
+    response = open_client.post(
+        path,
+        content=(prefix + body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text[:500]
+    errors = errors_of(response)
+    if (path == "/v1/score" and not prefix) or depth == 990:
+        [error] = errors
+        assert error["field"] == "body"
+        assert error["type"] == "json_invalid"
+        assert "nest too deeply" in error["message"]
+        assert "the limit is 200 levels" in error["message"]
+
+
 def test_score_rejects_oversized_body(settings_factory, demo_bundle):
     from serving.app import create_app
 
