@@ -2,7 +2,8 @@
 
 Every error response has the shape ``{"detail": str, "request_id": str, "errors":
 [...]}``, where ``errors`` appears only on 422 and lists one entry per invalid
-field. No handler logs or echoes the request body; a field error carries the
+field, up to ``MAX_ERROR_ENTRIES`` entries and one that counts the rest. No
+handler logs or echoes the request body; a field error carries the
 field's path and what was expected, never the value that came.
 """
 
@@ -46,6 +47,12 @@ TOO_DEEP = (
 # The reason in the ``ctx`` of a ``json_invalid`` error for such nesting, from
 # pydantic-core and from _read_as_fastapi in serving/json_io.py.
 RECURSION_LIMIT_REASON = "recursion limit exceeded"
+
+# Maximum entries in one error list. A body of 5 MB can hold hundreds of thousands
+# of invalid fields, and a list of them all is larger than the request, so one
+# entry after the last listed one counts the others.
+MAX_ERROR_ENTRIES = 100
+TOO_MANY_ERRORS = "too_many_errors"
 
 # Fixed sentences for the statuses the framework raises by itself.
 STATUS_SENTENCES = {
@@ -98,12 +105,40 @@ def field_path(location: Iterable[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def limit_entries(
+    entries: list[dict[str, Any]], prefix: Sequence[Any] = ()
+) -> list[dict[str, Any]]:
+    """Keep the first ``MAX_ERROR_ENTRIES`` entries and add one that counts the rest.
+
+    A list that this function limited already is returned unchanged.
+    """
+    if len(entries) <= MAX_ERROR_ENTRIES or (
+        len(entries) == MAX_ERROR_ENTRIES + 1
+        and entries[-1].get("type") == TOO_MANY_ERRORS
+    ):
+        return entries
+    return [*entries[:MAX_ERROR_ENTRIES], _more_errors(len(entries), prefix)]
+
+
+def _more_errors(total: int, prefix: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "field": field_path(prefix),
+        "message": f"{total - MAX_ERROR_ENTRIES} more errors are not listed; the "
+        f"service lists the first {MAX_ERROR_ENTRIES} of {total}",
+        "type": TOO_MANY_ERRORS,
+    }
+
+
 def field_errors(
     errors: Sequence[dict[str, Any]], prefix: Sequence[Any] = ()
 ) -> list[dict[str, Any]]:
-    """Turn pydantic errors into ``{field, message, type}`` entries, without inputs."""
+    """Turn pydantic errors into ``{field, message, type}`` entries, without inputs.
+
+    Only the first ``MAX_ERROR_ENTRIES`` errors get entries, and one more entry
+    counts the others.
+    """
     entries = []
-    for error in errors:
+    for error in errors[:MAX_ERROR_ENTRIES]:
         location = [*prefix, *error.get("loc", ())]
         message = error.get("msg", "invalid value")
         if error.get("type") == "json_invalid":
@@ -125,15 +160,17 @@ def field_errors(
                 "type": error.get("type"),
             }
         )
+    if len(errors) > MAX_ERROR_ENTRIES:
+        entries.append(_more_errors(len(errors), prefix))
     return entries
 
 
 def invalid_request(
     request_id: str | None, errors: list[dict[str, Any]]
 ) -> JSONResponse:
-    return JSONResponse(
-        status_code=422, content=error_content(INVALID_REQUEST, request_id, errors)
-    )
+    """Return the 422 response, with at most ``MAX_ERROR_ENTRIES`` error entries."""
+    content = error_content(INVALID_REQUEST, request_id, limit_entries(errors))
+    return JSONResponse(status_code=422, content=content)
 
 
 async def send_error(
@@ -200,12 +237,15 @@ def install_error_handlers(app: FastAPI) -> None:
 __all__ = [
     "INTERNAL_ERROR",
     "INVALID_REQUEST",
+    "MAX_ERROR_ENTRIES",
     "MAX_JSON_DEPTH",
     "RECURSION_LIMIT_REASON",
+    "TOO_MANY_ERRORS",
     "error_content",
     "field_errors",
     "field_path",
     "install_error_handlers",
     "invalid_request",
+    "limit_entries",
     "send_error",
 ]

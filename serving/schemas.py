@@ -19,6 +19,8 @@ from pydantic_core import PydanticCustomError
 
 from features.schema import CANONICAL_FIELDS
 
+from .errors import MAX_ERROR_ENTRIES, TOO_MANY_ERRORS
+
 
 def reject_lone_surrogates(value: Any) -> Any:
     """Raise a validation error for text with a lone UTF-16 surrogate (``"\\ud800"``).
@@ -258,7 +260,12 @@ class FieldError(BaseModel):
 class ErrorResponse(BaseModel):
     detail: str
     request_id: str | None = None
-    errors: list[FieldError] | None = None
+    errors: list[FieldError] | None = Field(
+        None,
+        description=f"On 422, one entry per invalid field. At most {MAX_ERROR_ENTRIES} "
+        f"entries are listed. When there are more, one last entry of type "
+        f"{TOO_MANY_ERRORS} gives their count.",
+    )
 
 
 class BatchItem(BaseModel):

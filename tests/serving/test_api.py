@@ -465,6 +465,45 @@ def test_deep_nesting_is_json_error(open_client, path, depth, prefix):
         assert "the limit is 200 levels" in error["message"]
 
 
+def test_error_list_is_capped(open_client):
+    ticket = {"description": "x", **{f"field_{i}": 1 for i in range(1000)}}
+    single = open_client.post("/v1/score", json=ticket)
+    batch = open_client.post("/v1/score/batch", json={"tickets": [ticket]})
+    extra_fields = {f"field_{i}": 1 for i in range(150)}
+    whole_batch = open_client.post(
+        "/v1/score/batch", json={"tickets": [{"description": "x"}], **extra_fields}
+    )
+
+    assert single.status_code == 422
+    errors = errors_of(single)
+    assert len(errors) == 101
+    assert all(e["type"] == "extra_forbidden" for e in errors[:100])
+    assert errors[-1]["type"] == "too_many_errors"
+    assert errors[-1]["field"] == "body"
+    assert errors[-1]["message"].startswith("900 more errors are not listed")
+    item_errors = batch.json()["items"][0]["errors"]
+    assert len(item_errors) == 101
+    assert item_errors[-1]["field"] == "tickets.0"
+    assert item_errors[-1]["message"].startswith("900 more errors are not listed")
+    assert whole_batch.status_code == 422
+    assert len(errors_of(whole_batch)) == 101
+    assert errors_of(whole_batch)[-1]["message"].startswith("50 more errors")
+
+
+def test_error_limit_applies_once():
+    from serving.errors import MAX_ERROR_ENTRIES, field_errors, limit_entries
+
+    errors = [
+        {"type": "missing", "loc": (f"f{i}",), "msg": "Field required"}
+        for i in range(250)
+    ]
+    entries = field_errors(errors)
+
+    assert len(entries) == MAX_ERROR_ENTRIES + 1
+    assert limit_entries(entries) == entries
+    assert len(limit_entries(entries * 2)) == MAX_ERROR_ENTRIES + 1
+
+
 def test_score_rejects_oversized_body(settings_factory, demo_bundle):
     from serving.app import create_app
 
