@@ -160,7 +160,8 @@ ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
 BODY_ERRORS = {
     "400": "The body is not valid UTF-8.",
     "413": "The body is larger than the limit.",
-    "415": "The body is not JSON, or declares a charset other than UTF-8.",
+    "415": "The body is not JSON, declares a charset other than UTF-8, or has a "
+    "Content-Encoding other than identity.",
     "422": "A field is invalid; errors names each one.",
 }
 

@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids and metrics, and the guard on JSON request bodies.
+"""ASGI middleware: request ids and metrics, and the guard on request bodies.
 
 Both are plain ASGI callables rather than ``BaseHTTPMiddleware``, which would
 add a task and a memory stream to every request.
@@ -145,10 +145,24 @@ def _json_content_type(scope: Scope) -> tuple[bool, str | None]:
     return True, None
 
 
-class BodyGuardMiddleware:
-    """Reject JSON bodies that are too large (413) or not UTF-8 (415, 400).
+def _content_codings(scope: Scope) -> list[str]:
+    """Return the codings of every ``Content-Encoding`` header, lower-cased."""
+    codings = []
+    for name, value in scope.get("headers", ()):
+        if name == b"content-encoding":
+            for coding in value.decode("latin-1").split(","):
+                if coding.strip():
+                    codings.append(coding.strip().lower())
+    return codings
 
-    The body is read here in full and handed on unchanged. Other content types,
+
+class BodyGuardMiddleware:
+    """Reject encoded bodies (415) and JSON bodies that are too large (413) or not
+    UTF-8 (415, 400).
+
+    A body with a ``Content-Encoding`` other than ``identity``, such as gzip, is
+    rejected whatever its content type, because no route decodes it. The JSON
+    body is read here in full and handed on unchanged. Other content types,
     such as form uploads, pass through untouched.
     """
 
@@ -163,11 +177,25 @@ class BodyGuardMiddleware:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
+        request_id = scope.get("state", {}).get("request_id")
+        codings = [c for c in _content_codings(scope) if c != "identity"]
+        if codings:
+            # Accept-Encoding in a response names the codings accepted in requests
+            # (RFC 7694, now part of RFC 9110 section 12.5.3).
+            await send_error(
+                send,
+                415,
+                f"The request body has Content-Encoding {', '.join(codings)[:40]!r}, "
+                "but the service accepts only unencoded bodies. Send the JSON "
+                "without Content-Encoding.",
+                request_id,
+                {"Accept-Encoding": "identity"},
+            )
+            return
         is_json, charset = _json_content_type(scope)
         if not is_json:
             await self.app(scope, receive, send)
             return
-        request_id = scope.get("state", {}).get("request_id")
         if isinstance(charset, str) and charset.lower().replace("_", "-") not in (
             "utf-8",
             "utf8",

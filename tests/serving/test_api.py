@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
@@ -502,6 +503,31 @@ def test_error_limit_applies_once():
     assert len(entries) == MAX_ERROR_ENTRIES + 1
     assert limit_entries(entries) == entries
     assert len(limit_entries(entries * 2)) == MAX_ERROR_ENTRIES + 1
+
+
+@pytest.mark.parametrize("path", JSON_PATHS)
+@pytest.mark.parametrize("coding", ["gzip", "br", "identity, gzip"])
+def test_encoded_body_is_rejected(open_client, path, coding):
+    body = json.dumps({"description": "网络中断"}).encode()
+    content = gzip.compress(body) if "gzip" in coding else body
+    response = open_client.post(
+        path,
+        content=content,
+        headers={"Content-Type": "application/json", "Content-Encoding": coding},
+    )
+    assert response.status_code == 415, response.text
+    assert "accepts only unencoded bodies" in response.json()["detail"]
+    assert response.json()["request_id"]
+    assert response.headers["accept-encoding"] == "identity"
+
+
+def test_identity_encoding_is_accepted(open_client):
+    response = open_client.post(
+        "/v1/score",
+        content=json.dumps({"description": "网络中断"}).encode(),
+        headers={"Content-Type": "application/json", "Content-Encoding": "identity"},
+    )
+    assert response.status_code == 200, response.text
 
 
 def test_score_rejects_oversized_body(settings_factory, demo_bundle):
