@@ -125,7 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Anomaly category, root cause and escalation for work orders at "
         "intake. Send an API key as `Authorization: Bearer <key>` or `X-API-Key`.",
         lifespan=lifespan,
-        # install_docs serves both pages with local files in place of a CDN.
+        # install_docs serves Swagger UI with local files in place of a CDN, and
+        # ReDoc not at all, because its bundle loads a logo from Redocly's CDN.
         docs_url=None,
         redoc_url=None,
     )

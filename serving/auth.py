@@ -28,8 +28,8 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 # key to a page load; the page sends the operator's key with every API call.
 PAGE_PATHS = frozenset({"/"})
 PAGE_PREFIX = "/static/"
-DOCS_PATHS = frozenset({"/docs", "/redoc", "/openapi.json"})
-# Swagger UI's and ReDoc's JavaScript, CSS and favicon, open whenever the pages are.
+DOCS_PATHS = frozenset({"/docs", "/openapi.json"})
+# Swagger UI's JavaScript, CSS and favicon, open whenever its page is.
 DOCS_PREFIX = "/docs/static/"
 ADMIN_PREFIX = "/v1/admin/"
 

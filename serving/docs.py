@@ -1,10 +1,14 @@
-"""Swagger UI at ``/docs`` and ReDoc at ``/redoc``, served without a CDN.
+"""Swagger UI at ``/docs``, served without a CDN.
 
-FastAPI's own pages load their JavaScript, CSS and favicon from public CDNs,
-and ReDoc also loads Google Fonts, so neither renders on a closed network.
-These pages load the same files from ``DOCS_ASSETS_PATH``, which serves the
-copies that the ``fastapi-offline`` package ships (Swagger UI 5.32.6 and ReDoc 2
-in its release 1.7.7).
+FastAPI's own page loads its JavaScript, CSS and favicon from a public CDN, so
+it does not render on a closed network. This page loads the same files from
+``DOCS_ASSETS_PATH``, which serves the copies that the ``fastapi-offline``
+package ships (Swagger UI 5.32.6 in its release 1.7.7).
+
+The service has no ReDoc page. The ReDoc bundle in that release draws an
+"API docs by Redocly" link in its sidebar with an image from
+``https://cdn.redoc.ly/redoc/logo-mini.svg``, and the open-source ReDoc 2 has no
+option that leaves it out.
 """
 
 from __future__ import annotations
@@ -13,19 +17,14 @@ import importlib.resources
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from .auth import DOCS_PREFIX
 
 DOCS_ASSETS_PATH = DOCS_PREFIX.rstrip("/")
-DOCS_ASSET_FILES = (
-    "swagger-ui-bundle.js",
-    "swagger-ui.css",
-    "redoc.standalone.js",
-    "favicon.png",
-)
+DOCS_ASSET_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")
 # Unless validatorUrl is null, Swagger UI 5.32.6 shows a badge image from
 # swagger.io's online validator and sends it the document's URL (on hosts other
 # than localhost). A closed network cannot reach that validator.
@@ -33,7 +32,7 @@ SWAGGER_UI_PARAMETERS = {"validatorUrl": None}
 
 
 def docs_assets_dir() -> Path:
-    """Return the folder of Swagger UI and ReDoc files in ``fastapi-offline``.
+    """Return the folder of Swagger UI files in ``fastapi-offline``.
 
     Raises RuntimeError naming the missing files when the installed release
     does not have them.
@@ -49,8 +48,8 @@ def docs_assets_dir() -> Path:
 
 
 def install_docs(app: FastAPI) -> None:
-    """Add ``/docs``, ``/redoc`` and their files to ``app``, which must be built
-    with ``docs_url=None`` and ``redoc_url=None``."""
+    """Add ``/docs`` and its files to ``app``, which must be built with
+    ``docs_url=None`` and ``redoc_url=None``."""
     app.mount(
         DOCS_ASSETS_PATH, StaticFiles(directory=docs_assets_dir()), name="docs-assets"
     )
@@ -66,18 +65,6 @@ def install_docs(app: FastAPI) -> None:
             swagger_css_url=f"{assets}/swagger-ui.css",
             swagger_favicon_url=f"{assets}/favicon.png",
             swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
-        )
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "").rstrip("/")
-        assets = root + DOCS_ASSETS_PATH
-        return get_redoc_html(
-            openapi_url=root + app.openapi_url,
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{assets}/redoc.standalone.js",
-            redoc_favicon_url=f"{assets}/favicon.png",
-            with_google_fonts=False,
         )
 
 

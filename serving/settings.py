@@ -79,8 +79,8 @@ class Settings(BaseSettings):
     admin_keys_file: Path | None = None
     """File of further admin keys, one a line."""
     public_docs: bool = False
-    """Serve ``/docs``, ``/redoc``, their files and ``/openapi.json`` without a key
-    even when keys are set."""
+    """Serve ``/docs``, its files and ``/openapi.json`` without a key even when keys
+    are set."""
 
     log_level: str = "INFO"
     """Level of the service's own log lines when nothing else configured logging."""
