@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         configure_logging(settings.log_level)
-        describe_auth(service.client_keys, service.admin_keys)
+        describe_auth(service.client_keys, service.admin_keys, settings.public_docs)
         # jieba's dictionary and the ONNX sessions load once per process, here.
         await asyncio.to_thread(get_tokenizer)
         report = await asyncio.to_thread(service.watcher.check)

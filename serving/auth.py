@@ -1,7 +1,8 @@
 """API keys: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 
-With keys configured, every path is closed except the probes in ``OPEN_PATHS``
-(and the OpenAPI pages with their files when ``public_docs`` is set). Routers
+With keys configured, every path is closed except those :func:`open_routes`
+returns: the probes in ``OPEN_PATHS``, the intake page and its files, and the
+OpenAPI pages with their files when ``public_docs`` is set. Routers
 added later are closed too, because the check runs as ASGI middleware in front of
 all routes.
 Paths under ``/v1/admin/`` need an admin key. Keys are compared as SHA-256
@@ -43,6 +44,13 @@ NO_ADMIN_KEYS = (
     "No admin key is configured, so admin endpoints are closed; set TRIAGE_ADMIN_KEYS "
     "or TRIAGE_ADMIN_KEYS_FILE."
 )
+
+
+def open_routes(public_docs: bool) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Return the paths, and the path prefixes, that need no key when keys are set."""
+    if public_docs:
+        return OPEN_PATHS | PAGE_PATHS | DOCS_PATHS, (PAGE_PREFIX, DOCS_PREFIX)
+    return OPEN_PATHS | PAGE_PATHS, (PAGE_PREFIX,)
 
 
 def _digest(key: str) -> bytes:
@@ -95,8 +103,7 @@ class AuthMiddleware:
         self.app = app
         self.client_keys = client_keys
         self.admin_keys = admin_keys
-        self.open_paths = OPEN_PATHS | (DOCS_PATHS if public_docs else frozenset())
-        self.open_prefixes = (PAGE_PREFIX, DOCS_PREFIX) if public_docs else (PAGE_PREFIX,)
+        self.open_paths, self.open_prefixes = open_routes(public_docs)
         self.enabled = bool(len(client_keys) or len(admin_keys))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -104,7 +111,6 @@ class AuthMiddleware:
             not self.enabled
             or scope["type"] != "http"
             or scope["path"] in self.open_paths
-            or scope["path"] in PAGE_PATHS
             or scope["path"].startswith(self.open_prefixes)
         ):
             await self.app(scope, receive, send)
@@ -142,7 +148,9 @@ class AuthMiddleware:
         )
 
 
-def describe_auth(client_keys: KeyRing, admin_keys: KeyRing) -> None:
+def describe_auth(
+    client_keys: KeyRing, admin_keys: KeyRing, public_docs: bool = False
+) -> None:
     """Log at start how requests are authenticated; never the keys themselves."""
     if not len(client_keys) and not len(admin_keys):
         logger.warning(
@@ -152,9 +160,10 @@ def describe_auth(client_keys: KeyRing, admin_keys: KeyRing) -> None:
             "TRIAGE_API_KEYS_FILE (and TRIAGE_ADMIN_KEYS) before exposing the service"
         )
         return
+    paths, prefixes = open_routes(public_docs)
     logger.info(
-        "API keys required on all endpoints except %s: %d client keys, %d admin keys",
-        ", ".join(sorted(OPEN_PATHS)),
+        "API keys required on all paths except %s: %d client keys, %d admin keys",
+        ", ".join([*sorted(paths), *(f"{prefix}*" for prefix in prefixes)]),
         len(client_keys),
         len(admin_keys),
     )
@@ -169,4 +178,5 @@ __all__ = [
     "AuthMiddleware",
     "KeyRing",
     "describe_auth",
+    "open_routes",
 ]

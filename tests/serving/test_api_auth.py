@@ -178,6 +178,23 @@ def test_no_keys_warns_at_start(settings_factory, demo_bundle, caplog):
     assert any("NO API KEYS CONFIGURED" in r.getMessage() for r in warnings)
 
 
+@pytest.mark.parametrize(
+    ("public_docs", "open_paths"),
+    [
+        (False, "/, /healthz, /readyz, /static/*"),
+        (True, "/, /docs, /healthz, /openapi.json, /readyz, /static/*, /docs/static/*"),
+    ],
+)
+def test_start_log_lists_open_paths(caplog, public_docs, open_paths):
+    from serving.auth import describe_auth
+
+    with caplog.at_level(logging.INFO, logger="serving.auth"):
+        describe_auth(KeyRing([SecretStr("k")]), KeyRing([]), public_docs)
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    expected = f"all paths except {open_paths}: 1 client keys"
+    assert any(expected in m for m in messages), messages
+
+
 def test_public_docs_setting_opens_openapi(settings_factory, demo_bundle, keys):
     from serving.app import create_app
 
