@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import typing
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "TRIAGE_"
 
 
 def available_cores() -> int:
@@ -37,7 +40,7 @@ class Settings(BaseSettings):
     """Settings of the scoring service, each from the variable ``TRIAGE_<NAME>``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TRIAGE_", env_file=".env", extra="ignore", protected_namespaces=()
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", protected_namespaces=()
     )
 
     # Model source and lifecycle.
@@ -128,6 +131,40 @@ class Settings(BaseSettings):
         return keys
 
 
+class SettingsError(ValueError):
+    """Invalid settings, with each invalid variable named in the message."""
+
+
+def _holds_secret(annotation: Any) -> bool:
+    if annotation is SecretStr:
+        return True
+    return any(_holds_secret(argument) for argument in typing.get_args(annotation))
+
+
+def describe_invalid_settings(exc: ValidationError) -> str:
+    """Return one line that names each invalid ``TRIAGE_*`` variable and the reason.
+
+    The input value is quoted only for settings that contain no secret, so API
+    keys never appear in the message.
+    """
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        reason = error["msg"].removeprefix("Value error, ")
+        model_field = Settings.model_fields.get(field)
+        secret = model_field is None or _holds_secret(model_field.annotation)
+        value = error.get("input")
+        if not secret and isinstance(value, (str, int, float)):
+            reason += f", got {str(value)[:60]!r}"
+        problems.append(f"{ENV_PREFIX}{field.upper()}: {reason}")
+    return "invalid settings: " + "; ".join(problems)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """Read the settings, or raise :class:`SettingsError` naming each invalid one."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        # from None: pydantic's own message quotes every input, API keys too.
+        raise SettingsError(describe_invalid_settings(exc)) from None
