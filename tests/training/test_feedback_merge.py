@@ -260,9 +260,20 @@ def record_through_api(bodies: list[dict], db_url: str, bundle) -> None:
             assert response.status_code == 200, response.text
 
 
+@pytest.fixture(scope="module")
+def ict_bundle(ict_path, ict_mapping, tracking_dir):
+    """A bundle trained on the ICT records, so that the service knows their causes."""
+    from training.train import train
+
+    result = train(
+        ict_path, ict_mapping, model_name="ict-served", register=False, progress=False
+    )
+    return result.bundle_dir
+
+
 @pytest.mark.slow
 def test_train_feedback_on_ict_records(
-    ict_path, ict_mapping, tracking_dir, demo_bundle, tmp_path
+    ict_path, ict_mapping, tracking_dir, ict_bundle, tmp_path
 ):
     """``triage train --feedback`` with 20 corrections recorded through the API logs
     the merge counts and trains on the corrected labels."""
@@ -275,7 +286,7 @@ def test_train_feedback_on_ict_records(
     tickets = load_tickets(ict_path, ict_mapping).tickets
     bodies, expected = plan_feedback(tickets)
     db_url = f"sqlite:///{tmp_path / 'feedback.db'}"
-    record_through_api(bodies, db_url, demo_bundle)
+    record_through_api(bodies, db_url, ict_bundle)
 
     result = CliRunner().invoke(
         main,
