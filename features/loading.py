@@ -148,12 +148,16 @@ def _iter_csv_records(path: Path, chunk_rows: int | None) -> Iterator[pd.DataFra
             yield _csv_frame(header, rows, lines, bad)
 
 
+# The lone surrogates that errors="surrogateescape" reads bytes 0x80 to 0xff as.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
 def _undecoded_byte(cells: list[str]) -> int | None:
     """Return the first byte that UTF-8 decoding escaped in ``cells``, or None."""
     for cell in cells:
-        for char in cell:
-            if "\udc80" <= char <= "\udcff":
-                return ord(char) - 0xDC00
+        match = _ESCAPED_BYTE.search(cell)
+        if match is not None:
+            return ord(match.group()) - 0xDC00
     return None
 
 

@@ -132,7 +132,7 @@ def verify_files(
         actual = hash_file(file)
         if actual != expected:
             raise BundleError(
-                f"bundle file {name} has SHA-256 {actual[:12]}..., manifest says "
+                f"bundle file {name} has SHA-256 {actual[:12]}..., the manifest records "
                 f"{expected[:12]}...; the bundle was changed after export"
             )
 

@@ -43,24 +43,26 @@ def ops(model: onnx.ModelProto) -> list[str]:
     return [node.op_type for node in model.graph.node]
 
 
+def assert_outputs_unchanged(merged: onnx.ModelProto, graphs: dict[str, onnx.ModelProto]) -> None:
+    outputs = run(merged, X)
+    for name, graph in graphs.items():
+        np.testing.assert_array_equal(outputs[f"{name}/y"], run(graph, X)["y"], err_msg=name)
+
+
 def test_shared_product_computed_once():
     graphs = {"a": scaled_sum([2.0, 3.0], 1.0), "b": scaled_sum([2.0, 3.0], -5.0)}
     merged = merge_graphs(graphs)
     assert ops(merged).count("Mul") == 1
     assert ops(merged).count("ReduceSum") == 1
     assert ops(merged).count("Add") == 2
-    outputs = run(merged, X)
-    for name, graph in graphs.items():
-        np.testing.assert_array_equal(outputs[f"{name}/y"], run(graph, X)["y"])
+    assert_outputs_unchanged(merged, graphs)
 
 
 def test_different_weights_not_shared():
     graphs = {"a": scaled_sum([2.0, 3.0], 1.0), "b": scaled_sum([2.0, 4.0], 1.0)}
     merged = merge_graphs(graphs)
     assert ops(merged).count("Mul") == 2
-    outputs = run(merged, X)
-    for name, graph in graphs.items():
-        np.testing.assert_array_equal(outputs[f"{name}/y"], run(graph, X)["y"])
+    assert_outputs_unchanged(merged, graphs)
 
 
 def test_identical_targets_keep_both_output_names():

@@ -262,7 +262,7 @@ def record_through_api(bodies: list[dict], db_url: str, bundle) -> None:
 
 @pytest.fixture(scope="module")
 def ict_bundle(ict_path, ict_mapping, tracking_dir):
-    """A bundle trained on the ICT records, so that the service knows their causes."""
+    """A bundle trained on the ICT records, whose model has the causes of their feedback."""
     from training.train import train
 
     result = train(
